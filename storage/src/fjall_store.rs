@@ -1,0 +1,129 @@
+//! The embedded store: fjall, with the group-commit writer on its own thread.
+
+use std::{
+    path::Path,
+    sync::{Arc, Mutex, atomic::Ordering, mpsc},
+    thread::JoinHandle,
+};
+
+use fjall::{Database, Keyspace, KeyspaceCreateOptions};
+use serde::Deserialize;
+use tokio::sync::oneshot;
+
+use crate::{
+    Batch, Commit, Error, Result, Space, Store, StoreStats,
+    writer::{Counters, Request, Writer},
+};
+
+/// When a write counts as done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// Acknowledged after fsync: survives a crash of the process or the machine.
+    #[default]
+    Sync,
+    /// Acknowledged once in the OS page cache: survives a crash of the process, but a power
+    /// loss or kernel crash can lose the last moments of acknowledged writes.
+    Buffered,
+}
+
+/// fjall-backed [`Store`].
+pub struct FjallStore {
+    spaces: Vec<Keyspace>,
+    sender: Mutex<Option<mpsc::Sender<Request>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    counters: Arc<Counters>,
+}
+
+impl std::fmt::Debug for FjallStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FjallStore").field("stats", &self.stats()).finish()
+    }
+}
+
+impl FjallStore {
+    /// Opens (or creates) the store in `dir` and starts its writer thread.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Locked`] if another process holds the directory; the engine's error otherwise.
+    pub fn open(dir: &Path, durability: Durability) -> Result<Self> {
+        let db = Database::builder(dir).open()?;
+        let spaces = Space::ALL
+            .iter()
+            .map(|space| db.keyspace(space.name(), KeyspaceCreateOptions::default))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+
+        let counters = Arc::new(Counters::default());
+        let (sender, receiver) = mpsc::channel();
+        let writer = Writer { db, spaces: spaces.clone(), durability, counters: counters.clone() };
+        let handle = std::thread::Builder::new()
+            .name("latchkey-writer".into())
+            .spawn(move || writer.run(&receiver))
+            .map_err(|e| Error::Engine(fjall::Error::Io(e)))?;
+
+        Ok(Self {
+            spaces,
+            sender: Mutex::new(Some(sender)),
+            writer: Mutex::new(Some(handle)),
+            counters,
+        })
+    }
+
+    fn space(&self, space: Space) -> &Keyspace {
+        // Built from Space::ALL in order, so every index is present.
+        #[allow(clippy::indexing_slicing)]
+        &self.spaces[space.index()]
+    }
+}
+
+impl Store for FjallStore {
+    fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.space(space).get(key)?.map(|v| v.to_vec()))
+    }
+
+    fn scan_prefix(&self, space: Space, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.space(space)
+            .prefix(prefix)
+            .map(|guard| {
+                let (k, v) = guard.into_inner()?;
+                Ok((k.to_vec(), v.to_vec()))
+            })
+            .collect()
+    }
+
+    fn commit(&self, batch: Batch) -> Commit {
+        let (done, wait) = oneshot::channel();
+        let sent = match self.sender.lock() {
+            Ok(guard) => guard.as_ref().map(|s| s.send(Request { batch, done }).is_ok()),
+            Err(_) => None,
+        };
+        Box::pin(async move {
+            if sent != Some(true) {
+                return Err(Error::Closed);
+            }
+            wait.await.map_err(|_| Error::Closed)?
+        })
+    }
+
+    fn stats(&self) -> StoreStats {
+        StoreStats {
+            batches: self.counters.batches.load(Ordering::Relaxed),
+            fsyncs: self.counters.fsyncs.load(Ordering::Relaxed),
+        }
+    }
+
+    fn close(&self) -> Result<()> {
+        if let Ok(mut sender) = self.sender.lock() {
+            sender.take();
+        }
+        let handle = self.writer.lock().ok().and_then(|mut h| h.take());
+        if let Some(handle) = handle {
+            handle.join().map_err(|_| Error::Closed)?;
+        }
+        if self.counters.poisoned.load(Ordering::Acquire) {
+            return Err(Error::Poisoned);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,68 @@
+//! The storage trait the domain depends on.
+
+use std::{future::Future, pin::Pin};
+
+use crate::{Batch, Record, Result, Space};
+
+/// A pending commit: resolves once the batch is applied and, in sync mode, on disk.
+pub type Commit = Pin<Box<dyn Future<Output = Result<()>> + Send + 'static>>;
+
+/// Counters that show how the writer is doing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Batches committed.
+    pub batches: u64,
+    /// fsyncs issued; batches / fsyncs is the group-commit factor.
+    pub fsyncs: u64,
+}
+
+/// A durable key-value store with atomic multi-space batches.
+///
+/// Implementations promise: when the future from [`Store::commit`] resolves `Ok`, every write in
+/// the batch is visible to [`Store::get`] and, unless the store was opened in a buffered mode,
+/// survives a crash of the process or the machine.
+pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+    /// Reads one value.
+    ///
+    /// # Errors
+    ///
+    /// Returns the engine's error if the read fails.
+    fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>>;
+
+    /// Reads every pair whose key starts with `prefix`, in key order.
+    ///
+    /// # Errors
+    ///
+    /// Returns the engine's error if the scan fails.
+    fn scan_prefix(&self, space: Space, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
+
+    /// Submits a batch; nothing in it is acknowledged before the returned future resolves.
+    /// Batches are applied in submission order, so an empty batch is a barrier.
+    fn commit(&self, batch: Batch) -> Commit;
+
+    /// Writer counters.
+    fn stats(&self) -> StoreStats;
+
+    /// Makes everything written so far durable and stops accepting writes.
+    ///
+    /// # Errors
+    ///
+    /// Returns the engine's error if the final flush fails.
+    fn close(&self) -> Result<()>;
+}
+
+/// Typed reads on top of any [`Store`].
+pub trait StoreExt {
+    /// Reads and decodes one record.
+    ///
+    /// # Errors
+    ///
+    /// Returns the engine's or the codec's error.
+    fn load<R: Record>(&self, space: Space, key: &[u8]) -> Result<Option<R>>;
+}
+
+impl<S: Store + ?Sized> StoreExt for S {
+    fn load<R: Record>(&self, space: Space, key: &[u8]) -> Result<Option<R>> {
+        self.get(space, key)?.map(|bytes| R::decode(&bytes)).transpose()
+    }
+}
