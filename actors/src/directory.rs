@@ -120,14 +120,6 @@ impl<C: Child> Directory<C> {
         Err(Error::Unavailable)
     }
 
-    /// Sends a message to a live child without waiting, if there is one.
-    pub(crate) fn cast_if_live(&self, key: &C::Key, msg: C::Msg) {
-        let live = self.children.read().ok().and_then(|m| m.get(key).map(|e| e.actor.clone()));
-        if let Some(actor) = live {
-            let _ = actor.cast(msg);
-        }
-    }
-
     async fn find(&self, key: &C::Key, fresh: bool) -> Result<ActorRef<C::Msg>> {
         if !fresh {
             let entry = self.children.read().ok().and_then(|m| m.get(key).cloned());
@@ -154,7 +146,7 @@ impl<C: Child> Directory<C> {
         let _ = self.actor.stop_and_wait(None, Some(Duration::from_secs(5))).await;
     }
 
-    /// Makes a child fail, as a bug would; for supervision tests.
+    /// The live child for `key`, if any.
     pub(crate) fn child_ref(&self, key: &C::Key) -> Option<ActorRef<C::Msg>> {
         self.children.read().ok().and_then(|m| m.get(key).map(|e| e.actor.clone()))
     }

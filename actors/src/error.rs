@@ -79,6 +79,9 @@ pub enum Error {
     /// An actor did not answer in time or the engine is shutting down.
     #[error("The service is busy or shutting down")]
     Unavailable,
+    /// The data directory is held by another process.
+    #[error("the data directory is in use by another process (a running server?)")]
+    DataDirLocked,
     /// Our fault: storage or an invariant failed.
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -110,6 +113,7 @@ impl Error {
             Error::RevokedJwt => "AN-JWTT-1003",
             Error::Forbidden => "AN-USER-1000",
             Error::Unavailable => "AN-SYST-1001",
+            Error::DataDirLocked => "AN-SYST-1000",
             Error::Internal(_) => "AN-SYST-1000",
         }
     }
@@ -122,7 +126,10 @@ impl Error {
 
 impl From<latchkey_storage::Error> for Error {
     fn from(err: latchkey_storage::Error) -> Self {
-        Error::internal(err)
+        match err {
+            latchkey_storage::Error::Locked => Error::DataDirLocked,
+            other => Error::internal(other),
+        }
     }
 }
 

@@ -123,7 +123,9 @@ impl SigningKey {
     pub fn from_record(record: &KeyRecord) -> Result<Self> {
         let alg = JwtAlgorithm::from_name(&record.alg)
             .ok_or_else(|| Error::Internal("stored key has an unknown algorithm".into()))?;
-        let bad = |_| Error::Internal("stored signing key does not parse".into());
+        fn bad<E>(_: E) -> Error {
+            Error::Internal("stored signing key does not parse".into())
+        }
         let (signer, spki, jwk) = match alg {
             JwtAlgorithm::ES256 | JwtAlgorithm::ES384 => {
                 let (sig_alg, crv) = if alg == JwtAlgorithm::ES256 {

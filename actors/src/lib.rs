@@ -1,1 +1,41 @@
-//! x
+//! Latchkey's domain: users, devices, credentials and pending sessions, each owned by an
+//! actor that persists its state before it answers.
+//!
+//! # Layout
+//!
+//! - [`Engine`]: the entry point the HTTP façade calls; it routes a request to its actor and
+//!   signs tokens.
+//! - `user`: the UserActor (login and lockout, activation, PIN reset, device management).
+//! - `session`: the SessionActor (one-time tokens with deadlines and attempt limits).
+//! - `directory`: supervisors that spawn, find, passivate and respawn those actors.
+//! - [`KeyRing`]: signing keys of an application; [`apps`]: the application registry.
+//! - [`Username`], [`HashedPin`]: validated inputs; `crypto`: keyed hashes and randomness.
+//! - [`Clock`]: the single reader of wall-clock time.
+//!
+//! Nothing here knows about HTTP.
+
+pub mod apps;
+mod clock;
+mod context;
+mod crypto;
+mod directory;
+mod engine;
+mod error;
+mod input;
+mod keyring;
+mod session;
+mod settings;
+mod user;
+
+pub use apps::{Application, SettingsTable};
+pub use clock::Clock;
+pub use crypto::Secrets;
+pub use engine::{
+    Activation, Engine, EngineOptions, LoginRequest, Principal, PublicKeyInfo, SignUp, Tokens,
+};
+pub use error::{Error, Result};
+pub use input::{HashedPin, Username, parse_code};
+pub use keyring::{AccessClaims, KeyRing, SigningKey};
+pub use latchkey_storage::{Durability, StoreStats};
+pub use settings::{AppSettings, JwtAlgorithm};
+pub use user::{DevicePatch, DeviceView, UserPatch, UserView};

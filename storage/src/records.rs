@@ -48,6 +48,8 @@ pub struct UserRecord {
     pub app: Uuid,
     /// The username as first given.
     pub username: String,
+    /// The matching key of the username (NFKC, lower case), as in the username index.
+    pub username_key: String,
     /// E-mail address.
     pub email: String,
     /// Mobile number, if given.

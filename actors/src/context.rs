@@ -1,0 +1,17 @@
+//! What every actor of an engine shares: the store, the hash keys, the clock, the
+//! applications.
+
+use std::sync::Arc;
+
+use latchkey_storage::Store;
+
+use crate::{Clock, apps::Apps, crypto::Secrets};
+
+/// Shared, immutable handles; cloned into every actor as an `Arc`.
+#[derive(Debug)]
+pub(crate) struct Context {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) secrets: Secrets,
+    pub(crate) clock: Clock,
+    pub(crate) apps: Apps,
+}

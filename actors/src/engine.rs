@@ -1,0 +1,795 @@
+//! The engine: the one entry point of the domain. It finds the actor a request belongs to,
+//! sends it the request, and turns a proof of possession into a signed access token.
+//!
+//! Signing happens here, outside the user actor, so that signatures of different users run
+//! on all cores while each user's state changes stay serialised in its actor.
+
+use std::{
+    hash::{Hash, Hasher},
+    path::PathBuf,
+    sync::Arc,
+    time::Duration,
+};
+
+use latchkey_storage::{
+    Batch, Durability, FjallStore, Record, Space, Store, StoreExt, StoreStats,
+    records::{ServerSecrets, SessionKind, SessionRecord, UserRecord},
+    uuid_str_key,
+};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::{
+    AccessClaims, Clock, Error, HashedPin, Result, SettingsTable, Username,
+    apps::{Application, Apps},
+    context::Context,
+    crypto::{self, Purpose, Secrets},
+    directory::{Directory, DirectoryOptions},
+    keyring::kid_of,
+    session::{SessionActor, ids},
+    user::{Credential, DevicePatch, DeviceView, Grant, UserActor, UserMsg, UserPatch, UserShared, UserView},
+};
+
+/// How to open an engine.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Where fjall keeps its files.
+    pub data_dir: PathBuf,
+    /// When a write counts as done.
+    pub durability: Durability,
+    /// Per-application settings.
+    pub settings: SettingsTable,
+    /// Public base URL, for token issuers.
+    pub public_url: String,
+    /// A user or session actor unused this long is stopped.
+    pub actor_idle: Duration,
+    /// Longest wait for an actor's answer.
+    pub call_timeout: Duration,
+    /// Hash keys shared by several nodes; generated and stored on first start if absent.
+    pub secrets: Option<(Vec<u8>, Vec<u8>)>,
+    /// The clock (tests move it forward).
+    pub clock: Clock,
+}
+
+impl EngineOptions {
+    /// Defaults for a data directory.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            durability: Durability::Sync,
+            settings: SettingsTable::default(),
+            public_url: "http://127.0.0.1:8080".into(),
+            actor_idle: Duration::from_secs(60),
+            call_timeout: Duration::from_secs(10),
+            secrets: None,
+            clock: Clock::default(),
+        }
+    }
+}
+
+/// Proof of a successful activation, login or reset: a signed access token and the device's
+/// next one-time authKey.
+#[derive(Debug, Clone)]
+pub struct Tokens {
+    /// Signed JWT.
+    pub access_token: String,
+    /// The new authKey (the old one no longer works).
+    pub auth_key: String,
+    /// Id of the auth-key record.
+    pub auth_key_uuid: Uuid,
+    /// The device.
+    pub device_uuid: Uuid,
+    /// The user.
+    pub user_uuid: Uuid,
+}
+
+/// The caller behind a valid, unrevoked access token.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    /// The application.
+    pub app: Arc<Application>,
+    /// userUuid.
+    pub user: Uuid,
+    /// deviceUuid.
+    pub device: Uuid,
+    /// The device session.
+    pub sid: Uuid,
+}
+
+/// The public-key answer.
+#[derive(Debug, Clone)]
+pub struct PublicKeyInfo {
+    /// SPKI PEM of the current key.
+    pub public_key: String,
+    /// Its JOSE algorithm.
+    pub algorithm: &'static str,
+    /// Its `kid`.
+    pub kid: String,
+    /// Every verifying key as a JWK set.
+    pub jwks: Value,
+}
+
+/// What sign-up or adding a device returns.
+#[derive(Debug, Clone)]
+pub struct Activation {
+    /// The one-time activation token.
+    pub token: String,
+    /// The user.
+    pub user_uuid: Uuid,
+    /// The pending device, when one was added.
+    pub device_uuid: Option<Uuid>,
+    /// The user's e-mail address.
+    pub email: String,
+}
+
+/// A new user's details.
+#[derive(Debug, Clone)]
+pub struct SignUp {
+    /// Username as given.
+    pub username: String,
+    /// E-mail address.
+    pub email: String,
+    /// Mobile number.
+    pub mobile_number: Option<String>,
+}
+
+/// A login request.
+#[derive(Debug, Clone)]
+pub struct LoginRequest {
+    /// Username as typed.
+    pub username: String,
+    /// The device.
+    pub device: Uuid,
+    /// Its current authKey.
+    pub auth_key: String,
+    /// The PIN hash, or `None` for a pinless device.
+    pub pin: Option<HashedPin>,
+}
+
+const SIGNUP_STRIPES: usize = 64;
+
+/// The domain engine. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    ctx: Arc<Context>,
+    users: Directory<UserActor>,
+    sessions: Directory<SessionActor>,
+    signup: Vec<tokio::sync::Mutex<()>>,
+}
+
+impl Engine {
+    /// Opens the store, loads applications and starts the directories.
+    ///
+    /// # Errors
+    ///
+    /// Storage errors, notably a data directory held by another process.
+    pub async fn open(options: EngineOptions) -> Result<Self> {
+        let dir = options.data_dir.clone();
+        let durability = options.durability;
+        let store: Arc<dyn Store> = Arc::new(
+            tokio::task::spawn_blocking(move || FjallStore::open(&dir, durability))
+                .await
+                .map_err(Error::internal)??,
+        );
+        let secrets = load_secrets(&store, options.secrets.clone()).await?;
+        let apps = Apps::new(options.settings.clone(), options.public_url.clone());
+        apps.load_all(&store, options.clock.now()).await?;
+        sweep_expired_sessions(&store, options.clock.now()).await?;
+
+        let ctx = Arc::new(Context { store, secrets, clock: options.clock.clone(), apps });
+        let dir_options =
+            DirectoryOptions { idle: options.actor_idle, call_timeout: options.call_timeout };
+        let sessions = Directory::<SessionActor>::start(ctx.clone(), dir_options).await?;
+        let shared = UserShared { ctx: ctx.clone(), sessions: sessions.clone() };
+        let users = Directory::<UserActor>::start(shared, dir_options).await?;
+        let signup = (0..SIGNUP_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect();
+
+        Ok(Self { inner: Arc::new(Inner { ctx, users, sessions, signup }) })
+    }
+
+    /// Stops every actor and makes all writes durable; the data directory is free once the
+    /// last clone of this engine is dropped.
+    ///
+    /// # Errors
+    ///
+    /// The store's error if the final flush fails.
+    pub async fn shutdown(&self) -> Result<()> {
+        self.inner.users.shutdown().await;
+        self.inner.sessions.shutdown().await;
+        let store = self.inner.ctx.store.clone();
+        tokio::task::spawn_blocking(move || store.close()).await.map_err(Error::internal)??;
+        Ok(())
+    }
+
+    /// The engine's clock.
+    pub fn clock(&self) -> &Clock {
+        &self.inner.ctx.clock
+    }
+
+    /// Writer counters.
+    pub fn store_stats(&self) -> StoreStats {
+        self.inner.ctx.store.stats()
+    }
+
+    /// Live user and session actors.
+    pub fn live_actors(&self) -> (usize, usize) {
+        (self.inner.users.live(), self.inner.sessions.live())
+    }
+
+    /// Number of applications.
+    pub fn app_count(&self) -> usize {
+        self.inner.ctx.apps.count()
+    }
+
+    // == Applications
+
+    /// Creates an application; returns it and its API key, which is shown only now.
+    ///
+    /// # Errors
+    ///
+    /// Storage errors.
+    pub async fn create_app(&self, name: &str) -> Result<(Arc<Application>, String)> {
+        let ctx = &self.inner.ctx;
+        ctx.apps.create(&ctx.store, &ctx.secrets, name, ctx.clock.now()).await
+    }
+
+    /// The application, if it exists.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownApp`].
+    pub fn app(&self, uuid: Uuid) -> Result<Arc<Application>> {
+        self.inner.ctx.apps.get(uuid).ok_or(Error::UnknownApp)
+    }
+
+    /// Checks a back-end caller's API key in constant time.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BadApiKey`].
+    pub fn check_api_key(&self, app: &Application, key: Option<&str>) -> Result<()> {
+        match key {
+            Some(key) if app.api_key_matches(&self.inner.ctx.secrets, key) => Ok(()),
+            _ => Err(Error::BadApiKey),
+        }
+    }
+
+    /// The application's current public key and its JWK set.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownApp`].
+    pub fn public_key(&self, app: Uuid) -> Result<PublicKeyInfo> {
+        let app = self.app(app)?;
+        let current = app.keys.current();
+        Ok(PublicKeyInfo {
+            public_key: current.public_pem().to_owned(),
+            algorithm: current.alg.name(),
+            kid: current.kid.clone(),
+            jwks: app.keys.jwks(),
+        })
+    }
+
+    // == Self-service
+
+    /// Registers a user and returns the activation token of its first device.
+    ///
+    /// # Errors
+    ///
+    /// Validation errors, [`Error::UsernameTaken`], storage errors.
+    pub async fn sign_up(&self, app: &Application, request: SignUp) -> Result<Activation> {
+        let ctx = &self.inner.ctx;
+        let username = Username::parse(&request.username)?;
+        let email = validate_email(&request.email)?;
+        let mobile = request.mobile_number.as_deref().map(validate_mobile).transpose()?;
+        let now = ctx.clock.now();
+
+        let _guard = self.signup_stripe(app.uuid, username.key()).lock().await;
+        if self.lookup(app.uuid, &username)?.is_some() {
+            return Err(Error::UsernameTaken);
+        }
+
+        let user = UserRecord {
+            uuid: Uuid::new_v4(),
+            app: app.uuid,
+            username: username.display().to_owned(),
+            username_key: username.key().to_owned(),
+            email: email.clone(),
+            mobile_number: mobile,
+            active: false,
+            locked: false,
+            forbid_adding_devices: false,
+            roles: Vec::new(),
+            created: now,
+            last_login: None,
+        };
+        let token = crypto::random_code(app.settings.token_digits)?;
+        let session = SessionRecord {
+            id: ids::activate_user(user.uuid),
+            kind: SessionKind::ActivateUser,
+            app: app.uuid,
+            user: user.uuid,
+            device: None,
+            secret_hash: ctx.secrets.hash(Purpose::Token, token.as_bytes()),
+            created: now,
+            deadline: now + app.settings.activation_token_ttl_secs,
+            attempts: 0,
+            max_attempts: app.settings.token_attempts,
+            used: false,
+        };
+
+        // The user, its index entry and its activation session land together or not at all.
+        let mut batch = Batch::new();
+        batch.put(Space::Users, user.uuid.as_bytes().to_vec(), &user)?;
+        batch.put_raw(Space::Usernames, uuid_str_key(app.uuid, username.key()), user.uuid.as_bytes().to_vec());
+        batch.put(Space::Sessions, session.id.as_bytes(), &session)?;
+        ctx.store.commit(batch).await?;
+
+        tracing::info!(app_id = %app.uuid, user_id = %user.uuid, "user signed up");
+        Ok(Activation { token, user_uuid: user.uuid, device_uuid: None, email })
+    }
+
+    /// Adds a pending device to a user and returns its activation token.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UserNotFound`], [`Error::AddingDevicesForbidden`], storage errors.
+    pub async fn add_device(&self, app: &Application, username: &str, name: &str) -> Result<Activation> {
+        let user = self.require_user(app, username)?;
+        let name = validate_device_name(name)?;
+        let now = self.now();
+        let (device, token, email) = self
+            .call_user(user, |reply| UserMsg::AddDevice { name: name.clone(), now, reply })
+            .await?;
+        Ok(Activation { token, user_uuid: user, device_uuid: Some(device), email })
+    }
+
+    // == Authentication
+
+    /// Activates a new user's first device.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidToken`], [`Error::TokenDead`], validation and storage errors.
+    pub async fn activate_user(
+        &self,
+        app: &Application,
+        username: &str,
+        token: &str,
+        pin: HashedPin,
+        device_name: &str,
+    ) -> Result<Tokens> {
+        let user = self.lookup(app.uuid, &Username::parse(username)?)?.ok_or(Error::InvalidToken)?;
+        let name = validate_device_name(device_name)?;
+        let token = crate::input::parse_code("activationToken", token).map_err(|_| Error::InvalidToken)?;
+        let now = self.now();
+        let grant = self
+            .call_user(user, |reply| UserMsg::ActivateUser {
+                token: token.clone(),
+                pin: pin.clone(),
+                device_name: name.clone(),
+                now,
+                reply,
+            })
+            .await
+            .map_err(|e| if matches!(e, Error::UserNotFound) { Error::InvalidToken } else { e })?;
+        self.tokens(app, grant, now)
+    }
+
+    /// Activates an added device.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::DeviceNotFound`], [`Error::InvalidToken`], [`Error::TokenDead`].
+    pub async fn activate_device(
+        &self,
+        app: &Application,
+        username: &str,
+        device: Uuid,
+        token: &str,
+        pin: HashedPin,
+    ) -> Result<Tokens> {
+        let user = self.lookup(app.uuid, &Username::parse(username)?)?.ok_or(Error::DeviceNotFound)?;
+        let token = crate::input::parse_code("activationToken", token).map_err(|_| Error::InvalidToken)?;
+        let now = self.now();
+        let grant = self
+            .call_user(user, |reply| UserMsg::ActivateDevice {
+                device,
+                token: token.clone(),
+                pin: pin.clone(),
+                now,
+                reply,
+            })
+            .await
+            .map_err(not_found_as_device)?;
+        self.tokens(app, grant, now)
+    }
+
+    /// Logs a device in and rotates its authKey.
+    ///
+    /// # Errors
+    ///
+    /// The lockout codes, [`Error::StaleAuthKey`], [`Error::DeviceNotFound`].
+    pub async fn login(&self, app: &Application, request: LoginRequest) -> Result<Tokens> {
+        let now = self.now();
+        let credential = match request.pin {
+            Some(pin) => Credential::Pin(pin),
+            None => Credential::Pinless,
+        };
+        let user = match Username::parse(&request.username) {
+            Ok(name) => self.lookup(app.uuid, &name)?,
+            Err(_) => None,
+        };
+        let Some(user) = user else {
+            // The same hashing a known user's device check costs, then the same answer.
+            let secrets = &self.inner.ctx.secrets;
+            secrets.verify(Purpose::AuthKey, request.auth_key.as_bytes(), None);
+            secrets.verify(Purpose::Pin, b"", None);
+            return Err(Error::DeviceNotFound);
+        };
+
+        let grant = self
+            .call_user(user, |reply| UserMsg::Login {
+                device: request.device,
+                auth_key: request.auth_key.clone(),
+                credential: credential.clone(),
+                now,
+                reply,
+            })
+            .await
+            .map_err(not_found_as_device)?;
+        self.tokens(app, grant, now)
+    }
+
+    /// Issues a reset-PIN token for a device.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::DeviceNotFound`], [`Error::ResetBlocked`].
+    pub async fn forgot_pin(&self, app: &Application, username: &str, device: Uuid) -> Result<(String, String)> {
+        let user = self.lookup(app.uuid, &Username::parse(username)?)?.ok_or(Error::DeviceNotFound)?;
+        self.forgot_pin_of(user, device).await.map_err(not_found_as_device)
+    }
+
+    /// Sets a new PIN with a reset token.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidToken`], [`Error::ResetBlocked`], [`Error::TokenDead`].
+    pub async fn reset_pin(
+        &self,
+        app: &Application,
+        username: &str,
+        device: Uuid,
+        token: &str,
+        pin: HashedPin,
+    ) -> Result<Tokens> {
+        let user = self.lookup(app.uuid, &Username::parse(username)?)?.ok_or(Error::DeviceNotFound)?;
+        self.reset_pin_of(app, user, device, token, pin).await.map_err(not_found_as_device)
+    }
+
+    // == Bearer routes
+
+    /// Validates an access token: signature, algorithm, audience, times and revocation.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidJwt`], [`Error::ExpiredJwt`], [`Error::RevokedJwt`].
+    pub async fn authenticate(&self, token: &str, app_header: Option<Uuid>) -> Result<Principal> {
+        let (app, key) = self.inner.ctx.apps.by_kid(&kid_of(token)?).ok_or(Error::InvalidJwt)?;
+        if app_header.is_some_and(|h| h != app.uuid) {
+            return Err(Error::InvalidJwt);
+        }
+        let claims = app.keys.verify(&key, token, self.now())?;
+        let (device, sid) = (claims.device_uuid, claims.sid);
+        self.call_user(claims.user_uuid, |reply| UserMsg::CheckSession { device, sid, reply })
+            .await
+            .map_err(|e| match e {
+                Error::Unavailable | Error::Internal(_) => e,
+                _ => Error::RevokedJwt,
+            })?;
+        Ok(Principal { app, user: claims.user_uuid, device, sid })
+    }
+
+    /// Ends the device session of the token: it and every token of that session stop working.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::RevokedJwt`] if it already ended.
+    pub async fn logout(&self, who: &Principal) -> Result<()> {
+        let (device, sid) = (who.device, who.sid);
+        self.call_user(who.user, |reply| UserMsg::Logout { device, sid, reply }).await?;
+        tracing::info!(user_id = %who.user, device_id = %device, "logged out");
+        Ok(())
+    }
+
+    /// A fresh access token for the same device session.
+    ///
+    /// # Errors
+    ///
+    /// Only if signing fails.
+    pub fn renew(&self, who: &Principal) -> Result<String> {
+        self.sign(&who.app, who.user, who.device, who.sid, self.now())
+    }
+
+    /// The user's details; only the user may read them.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Forbidden`] for another user.
+    pub async fn user_view(&self, who: &Principal, user: Uuid) -> Result<UserView> {
+        owner(who, user)?;
+        self.call_user(user, UserMsg::View).await
+    }
+
+    /// The user's devices.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Forbidden`] for another user.
+    pub async fn devices(&self, who: &Principal, user: Uuid) -> Result<Vec<DeviceView>> {
+        owner(who, user)?;
+        let now = self.now();
+        self.call_user(user, |reply| UserMsg::Devices { now, reply }).await
+    }
+
+    /// Changes the user's own details.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Forbidden`] for another user; validation errors.
+    pub async fn patch_user(&self, who: &Principal, user: Uuid, mut patch: UserPatch) -> Result<()> {
+        owner(who, user)?;
+        patch.email = patch.email.as_deref().map(validate_email).transpose()?;
+        patch.mobile_number = patch.mobile_number.as_deref().map(validate_mobile).transpose()?;
+        self.call_user(user, |reply| UserMsg::Patch(patch.clone(), reply)).await
+    }
+
+    /// Deletes the user with its devices, sessions and tokens.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Forbidden`] for another user.
+    pub async fn delete_user(&self, who: &Principal, user: Uuid) -> Result<()> {
+        owner(who, user)?;
+        self.call_user(user, UserMsg::Delete).await
+    }
+
+    /// Locks, unlocks or renames one of the caller's devices.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Forbidden`] for a device that is not the caller's.
+    pub async fn patch_device(&self, who: &Principal, device: Uuid, mut patch: DevicePatch) -> Result<()> {
+        patch.device_name = patch.device_name.as_deref().map(validate_device_name).transpose()?;
+        self.call_user(who.user, |reply| UserMsg::PatchDevice { device, patch: patch.clone(), reply })
+            .await
+    }
+
+    /// Removes one of the caller's devices; its tokens stop working.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Forbidden`] for a device that is not the caller's.
+    pub async fn delete_device(&self, who: &Principal, device: Uuid) -> Result<()> {
+        self.call_user(who.user, |reply| UserMsg::DeleteDevice { device, reply }).await
+    }
+
+    /// Removes every auth-key record of the device but `keep`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::StaleAuthKey`] if `keep` is not the current record.
+    pub async fn keep_only_auth_key(&self, who: &Principal, device: Uuid, keep: Uuid) -> Result<()> {
+        self.call_user(who.user, |reply| UserMsg::KeepOnlyAuthKey { device, keep, reply }).await
+    }
+
+    /// Forgot-PIN for one of the caller's devices.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Forbidden`], [`Error::ResetBlocked`].
+    pub async fn device_forgot_pin(&self, who: &Principal, device: Uuid) -> Result<(String, String)> {
+        self.forgot_pin_of(who.user, device).await.map_err(foreign_device)
+    }
+
+    /// Reset-PIN for one of the caller's devices.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Forbidden`], [`Error::InvalidToken`], [`Error::ResetBlocked`].
+    pub async fn device_reset_pin(
+        &self,
+        who: &Principal,
+        device: Uuid,
+        token: &str,
+        pin: HashedPin,
+    ) -> Result<Tokens> {
+        self.reset_pin_of(&who.app, who.user, device, token, pin).await.map_err(foreign_device)
+    }
+
+    /// Makes a live user actor fail as a bug would. For supervision tests only.
+    #[doc(hidden)]
+    pub fn crash_user_actor(&self, user: Uuid) -> bool {
+        match self.inner.users.child_ref(&user) {
+            Some(actor) => actor.cast(UserMsg::Crash).is_ok(),
+            None => false,
+        }
+    }
+
+    // == Internals
+
+    fn now(&self) -> u64 {
+        self.inner.ctx.clock.now()
+    }
+
+    async fn forgot_pin_of(&self, user: Uuid, device: Uuid) -> Result<(String, String)> {
+        let now = self.now();
+        self.call_user(user, |reply| UserMsg::ForgotPin { device, now, reply }).await
+    }
+
+    async fn reset_pin_of(
+        &self,
+        app: &Application,
+        user: Uuid,
+        device: Uuid,
+        token: &str,
+        pin: HashedPin,
+    ) -> Result<Tokens> {
+        let token = crate::input::parse_code("resetPinToken", token).map_err(|_| Error::InvalidToken)?;
+        let now = self.now();
+        let grant = self
+            .call_user(user, |reply| UserMsg::ResetPin {
+                device,
+                token: token.clone(),
+                pin: pin.clone(),
+                now,
+                reply,
+            })
+            .await?;
+        self.tokens(app, grant, now)
+    }
+
+    async fn call_user<R, F>(&self, user: Uuid, make: F) -> Result<R>
+    where
+        R: Send + 'static,
+        F: Fn(ractor::RpcReplyPort<Result<R>>) -> UserMsg,
+    {
+        self.inner.users.call(&user, make).await?
+    }
+
+    fn lookup(&self, app: Uuid, username: &Username) -> Result<Option<Uuid>> {
+        // Limitation: a point read on the async thread; it is served from fjall's memtable or
+        // block cache in the common case, but a cold read blocks this worker briefly.
+        let found = self.inner.ctx.store.get(Space::Usernames, &uuid_str_key(app, username.key()))?;
+        Ok(found.and_then(|bytes| Uuid::from_slice(&bytes).ok()))
+    }
+
+    fn require_user(&self, app: &Application, username: &str) -> Result<Uuid> {
+        self.lookup(app.uuid, &Username::parse(username)?)?.ok_or(Error::UserNotFound)
+    }
+
+    fn signup_stripe(&self, app: Uuid, key: &str) -> &tokio::sync::Mutex<()> {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        (app, key).hash(&mut hasher);
+        let index = (hasher.finish() % SIGNUP_STRIPES as u64) as usize;
+        // The vector has SIGNUP_STRIPES entries and the index is reduced modulo that.
+        #[allow(clippy::indexing_slicing)]
+        &self.inner.signup[index]
+    }
+
+    fn tokens(&self, app: &Application, grant: Grant, now: u64) -> Result<Tokens> {
+        let access_token = self.sign(app, grant.user, grant.device, grant.sid, now)?;
+        Ok(Tokens {
+            access_token,
+            auth_key: grant.auth_key,
+            auth_key_uuid: grant.auth_key_uuid,
+            device_uuid: grant.device,
+            user_uuid: grant.user,
+        })
+    }
+
+    fn sign(&self, app: &Application, user: Uuid, device: Uuid, sid: Uuid, now: u64) -> Result<String> {
+        let claims = AccessClaims {
+            iss: app.issuer.clone(),
+            aud: app.uuid.to_string(),
+            sub: user.to_string(),
+            user_uuid: user,
+            application_uuid: app.uuid,
+            device_uuid: device,
+            sid,
+            iat: now,
+            nbf: now,
+            exp: now + app.settings.access_token_ttl_secs,
+            jti: Uuid::new_v4(),
+        };
+        app.keys.current().sign(&claims)
+    }
+}
+
+fn owner(who: &Principal, user: Uuid) -> Result<()> {
+    if who.user == user { Ok(()) } else { Err(Error::Forbidden) }
+}
+
+fn not_found_as_device(e: Error) -> Error {
+    if matches!(e, Error::UserNotFound) { Error::DeviceNotFound } else { e }
+}
+
+fn foreign_device(e: Error) -> Error {
+    if matches!(e, Error::DeviceNotFound) { Error::Forbidden } else { e }
+}
+
+fn validate_email(raw: &str) -> Result<String> {
+    let bad = |reason| Error::InvalidField { field: "email", reason };
+    let trimmed = raw.trim();
+    if trimmed.is_empty() {
+        return Err(Error::MissingField("email"));
+    }
+    if trimmed.len() > 254 || trimmed.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(bad("must be an e-mail address of at most 254 characters"));
+    }
+    match trimmed.split_once('@') {
+        Some((local, domain)) if !local.is_empty() && !domain.is_empty() && !domain.contains('@') => {
+            Ok(trimmed.to_owned())
+        }
+        _ => Err(bad("must be an e-mail address")),
+    }
+}
+
+fn validate_mobile(raw: &str) -> Result<String> {
+    let ok = raw.len() <= 32
+        && raw.chars().all(|c| c.is_ascii_digit() || matches!(c, '+' | ' ' | '-' | '(' | ')'));
+    if ok {
+        Ok(raw.to_owned())
+    } else {
+        Err(Error::InvalidField { field: "mobileNumber", reason: "must be a phone number" })
+    }
+}
+
+fn validate_device_name(raw: &str) -> Result<String> {
+    let len = raw.chars().count();
+    if len == 0 || len > 128 || raw.chars().any(char::is_control) {
+        return Err(Error::InvalidField {
+            field: "deviceName",
+            reason: "must be 1 to 128 characters without control characters",
+        });
+    }
+    Ok(raw.to_owned())
+}
+
+async fn load_secrets(store: &Arc<dyn Store>, given: Option<(Vec<u8>, Vec<u8>)>) -> Result<Secrets> {
+    if let Some((credential, api)) = given {
+        return Secrets::new(&credential, &api);
+    }
+    if let Some(stored) = store.load::<ServerSecrets>(Space::Meta, b"secrets")? {
+        return Secrets::new(&stored.credential_key, &stored.api_key_key);
+    }
+    let fresh = ServerSecrets {
+        credential_key: crypto::random_bytes::<32>()?.to_vec(),
+        api_key_key: crypto::random_bytes::<32>()?.to_vec(),
+    };
+    let mut batch = Batch::new();
+    batch.put(Space::Meta, b"secrets".to_vec(), &fresh)?;
+    store.commit(batch).await?;
+    Secrets::new(&fresh.credential_key, &fresh.api_key_key)
+}
+
+/// Deletes sessions whose deadline passed while the server was down.
+async fn sweep_expired_sessions(store: &Arc<dyn Store>, now: u64) -> Result<()> {
+    let mut batch = Batch::new();
+    for (key, value) in store.scan_prefix(Space::Sessions, &[])? {
+        match SessionRecord::decode(&value) {
+            Ok(record) if record.deadline > now => {}
+            _ => batch.delete(Space::Sessions, key),
+        }
+    }
+    if !batch.is_empty() {
+        store.commit(batch).await?;
+    }
+    Ok(())
+}

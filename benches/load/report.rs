@@ -1,0 +1,135 @@
+//! Figures of one login phase: the server's counters and CPU times read before and after it, and
+//! the table line they make.
+
+use std::time::Instant;
+
+use crate::now;
+use crate::server::{Server, cpu_seconds};
+
+const FSYNCS: &str = "latchkey_store_fsyncs_total";
+const BATCHES: &str = "latchkey_store_batches_total";
+
+/// Column titles, aligned with [`Row::print`].
+pub(crate) const HEADER: &str = "conns  logins/s  p50 ms  p99 ms  max ms  errors  fsyncs/s  \
+                                 logins/fsync  batches/fsync  server cpu  driver cpu";
+
+/// Counters and CPU times read around a phase, so that the phase's own share can be computed.
+#[derive(Debug)]
+pub(crate) struct Snapshot {
+    at: Instant,
+    fsyncs: Option<f64>,
+    batches: Option<f64>,
+    server_cpu: Option<f64>,
+    driver_cpu: Option<f64>,
+}
+
+impl Snapshot {
+    /// Reads `/metrics` (absent counters stay `None` and print as n/a) and both processes' CPU.
+    pub(crate) async fn take(client: &reqwest::Client, server: &Server) -> Self {
+        let metrics = fetch_metrics(client, &server.target.url).await;
+        Snapshot {
+            at: now(),
+            fsyncs: metrics.as_deref().and_then(|text| counter(text, FSYNCS)),
+            batches: metrics.as_deref().and_then(|text| counter(text, BATCHES)),
+            server_cpu: cpu_seconds(&server.pid.to_string()),
+            driver_cpu: cpu_seconds("self"),
+        }
+    }
+}
+
+async fn fetch_metrics(client: &reqwest::Client, url: &str) -> Option<String> {
+    let response = client.get(format!("{url}/metrics")).send().await.ok()?;
+    if !response.status().is_success() {
+        return None;
+    }
+    response.text().await.ok()
+}
+
+/// The sum over all series of a Prometheus counter, whatever its labels.
+fn counter(text: &str, name: &str) -> Option<f64> {
+    let values = text.lines().filter_map(|line| {
+        let rest = line.strip_prefix(name)?;
+        let rest = match rest.strip_prefix('{') {
+            Some(labelled) => labelled.rsplit_once('}')?.1,
+            None if rest.starts_with(' ') => rest,
+            None => return None,
+        };
+        rest.split_whitespace().next()?.parse::<f64>().ok()
+    });
+    values.fold(None, |sum, value| Some(sum.unwrap_or(0.0) + value))
+}
+
+/// One line of the results table.
+#[derive(Debug)]
+pub(crate) struct Row {
+    connections: usize,
+    logins_per_second: f64,
+    p50: Option<f64>,
+    p99: Option<f64>,
+    max: Option<f64>,
+    errors: u64,
+    fsyncs_per_second: Option<f64>,
+    logins_per_fsync: Option<f64>,
+    batches_per_fsync: Option<f64>,
+    server_cpu: Option<f64>,
+    driver_cpu: Option<f64>,
+}
+
+impl Row {
+    /// `latencies` are those of the phase's successful logins, sorted, in microseconds.
+    pub(crate) fn new(
+        connections: usize,
+        latencies: &[u32],
+        errors: u64,
+        before: &Snapshot,
+        after: &Snapshot,
+    ) -> Self {
+        let seconds = after.at.duration_since(before.at).as_secs_f64();
+        let logins = latencies.len() as f64;
+        let delta = |field: fn(&Snapshot) -> Option<f64>| Some(field(after)? - field(before)?);
+        let fsyncs = delta(|s| s.fsyncs);
+        let per_fsync = |count: f64| fsyncs.filter(|&n| n > 0.0).map(|n| count / n);
+        let cpu_percent = |cpu: f64| 100.0 * cpu / seconds;
+        Row {
+            connections,
+            logins_per_second: logins / seconds,
+            p50: percentile(latencies, 0.50),
+            p99: percentile(latencies, 0.99),
+            max: percentile(latencies, 1.0),
+            errors,
+            fsyncs_per_second: fsyncs.map(|n| n / seconds),
+            logins_per_fsync: per_fsync(logins),
+            batches_per_fsync: delta(|s| s.batches).and_then(per_fsync),
+            server_cpu: delta(|s| s.server_cpu).map(cpu_percent),
+            driver_cpu: delta(|s| s.driver_cpu).map(cpu_percent),
+        }
+    }
+
+    pub(crate) fn print(&self) {
+        println!(
+            "{:>5}  {:>8.0}  {:>6}  {:>6}  {:>6}  {:>6}  {:>8}  {:>12}  {:>13}  {:>9}%  {:>9}%",
+            self.connections,
+            self.logins_per_second,
+            show(self.p50, 2),
+            show(self.p99, 2),
+            show(self.max, 1),
+            self.errors,
+            show(self.fsyncs_per_second, 0),
+            show(self.logins_per_fsync, 1),
+            show(self.batches_per_fsync, 1),
+            show(self.server_cpu, 0),
+            show(self.driver_cpu, 0),
+        );
+    }
+}
+
+/// Nearest-rank percentile of sorted microsecond latencies, in milliseconds.
+fn percentile(sorted: &[u32], fraction: f64) -> Option<f64> {
+    let rank = (fraction * sorted.len() as f64).ceil() as usize;
+    let micros = sorted.get(rank.clamp(1, sorted.len().max(1)) - 1)?;
+    Some(f64::from(*micros) / 1000.0)
+}
+
+fn show(value: Option<f64>, decimals: usize) -> String {
+    value.map_or_else(|| "n/a".to_owned(), |value| format!("{value:.decimals$}"))
+}
