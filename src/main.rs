@@ -1,1 +1,163 @@
-fn main() {}
+//! The `latchkey` command: `serve`, and administration commands that need the server stopped.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use latchkey::{Config, Server, config::LogFormat};
+use tokio::net::TcpListener;
+
+#[derive(Debug, Parser)]
+#[command(name = "latchkey", version, about = "Self-hosted passwordless authentication server")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server (creates a default application on an empty data directory).
+    Serve {
+        /// Data directory [default: ./data].
+        #[arg(long, env = "LATCHKEY_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+        /// Address to listen on [default: 127.0.0.1:8080].
+        #[arg(long, env = "LATCHKEY_LISTEN")]
+        listen: Option<std::net::SocketAddr>,
+        /// TOML configuration file.
+        #[arg(long, env = "LATCHKEY_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Manage applications (server stopped).
+    App {
+        #[command(subcommand)]
+        command: AppCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AppCommand {
+    /// Create an application; prints {"applicationUuid", "apiKey"} as one JSON line.
+    Create {
+        /// Display name.
+        #[arg(long)]
+        name: String,
+        /// Data directory [default: ./data].
+        #[arg(long, env = "LATCHKEY_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+        /// TOML configuration file.
+        #[arg(long, env = "LATCHKEY_CONFIG")]
+        config: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("latchkey: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("latchkey: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve { data_dir, listen, config } => {
+            let mut config = load_config(config.as_deref(), data_dir)?;
+            if let Some(listen) = listen {
+                config.listen = listen;
+            }
+            init_logging(config.log_format);
+            serve(config).await
+        }
+        Command::App { command: AppCommand::Create { name, data_dir, config } } => {
+            let config = load_config(config.as_deref(), data_dir)?;
+            create_app(config, &name).await
+        }
+    }
+}
+
+fn load_config(file: Option<&std::path::Path>, data_dir: Option<PathBuf>) -> anyhow::Result<Config> {
+    let mut config = match file {
+        Some(path) => Config::from_file(path)?,
+        None => Config::default(),
+    };
+    if let Some(dir) = data_dir {
+        config.data_dir = dir;
+    }
+    Ok(config)
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let listen = config.listen;
+    let data_dir = config.data_dir.clone();
+    let server = Server::build(config)
+        .await
+        .with_context(|| format!("opening the data directory {}", data_dir.display()))?;
+
+    if let Some(app) = server.ensure_default_app().await? {
+        // Standard output, never the log: the key is shown this once and stored only hashed.
+        println!("Created the default application. Its API key is shown only this once:");
+        println!(
+            "{}",
+            serde_json::json!({"applicationUuid": app.application_uuid, "apiKey": app.api_key})
+        );
+    }
+
+    let listener = TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
+    tracing::info!(addr = %listen, data_dir = %data_dir.display(), "listening");
+    server.serve(listener, shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn create_app(config: Config, name: &str) -> anyhow::Result<()> {
+    let data_dir = config.data_dir.clone();
+    let server = Server::build(config).await.with_context(|| {
+        format!("opening the data directory {} (stop the server first)", data_dir.display())
+    })?;
+    let (app, api_key) = server.engine().create_app(name).await?;
+    server.engine().shutdown().await?;
+    println!("{}", serde_json::json!({"applicationUuid": app.uuid, "apiKey": api_key}));
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down: draining requests, then flushing");
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LATCHKEY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

@@ -1,0 +1,204 @@
+//! Configuration: a TOML file, then `LATCHKEY_*` environment variables and flags on top.
+//! Every option has a default, so an empty file (or none) runs the embedded default.
+
+use std::{collections::HashMap, net::SocketAddr, path::PathBuf, time::Duration};
+
+use latchkey_actors::{AppSettings, Clock, EngineOptions, SettingsTable};
+use latchkey_storage::Durability;
+use serde::Deserialize;
+use uuid::Uuid;
+
+/// The server's configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Where the data lives.
+    pub data_dir: PathBuf,
+    /// Public base URL (token issuers); default `http://` plus the listen address.
+    pub public_url: Option<String>,
+    /// `sync` (default): a 2xx answer means fsynced. `buffered`: survives a process crash,
+    /// not a power loss.
+    pub durability: Durability,
+    /// `human` or `json` log lines on standard error.
+    pub log_format: LogFormat,
+    /// Seconds an unused user or session actor stays in memory.
+    pub actor_idle_secs: u64,
+    /// Largest request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Requests served at once; more wait.
+    pub max_in_flight: usize,
+    /// Hash keys shared by several nodes (Base64); generated per data directory if absent.
+    pub secrets: Option<SecretsConfig>,
+    /// Settings of applications without their own section.
+    pub app_defaults: AppSettings,
+    /// Per-application overrides of `app_defaults`, by applicationUuid.
+    pub apps: HashMap<Uuid, toml::Table>,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// For people.
+    #[default]
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Hash keys given by configuration.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretsConfig {
+    /// Base64 key for PIN, authKey and token hashes.
+    pub credential_key: String,
+    /// Base64 key for API-key hashes.
+    pub api_key_key: String,
+}
+
+impl std::fmt::Debug for SecretsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretsConfig([redacted])")
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("./data"),
+            public_url: None,
+            durability: Durability::Sync,
+            log_format: LogFormat::Human,
+            actor_idle_secs: 60,
+            max_body_bytes: 64 * 1024,
+            max_in_flight: 4096,
+            secrets: None,
+            app_defaults: AppSettings::default(),
+            apps: HashMap::new(),
+        }
+    }
+}
+
+/// A configuration problem.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read the config file {path}")]
+    Read {
+        /// Which file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid.
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Reads a TOML file.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] if it cannot be read or has unknown or mistyped keys.
+    pub fn from_file(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Self::from_toml(&text)
+    }
+
+    /// Parses TOML text.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Invalid`] for unknown or mistyped keys.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let config: Self = toml::from_str(text).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        config.settings_table()?;
+        Ok(config)
+    }
+
+    /// A configuration for tests: a data directory, a fast idle time.
+    pub fn for_test(data_dir: impl Into<PathBuf>) -> Self {
+        Self { data_dir: data_dir.into(), actor_idle_secs: 30, ..Self::default() }
+    }
+
+    /// Every application's settings, with per-application sections laid over the defaults.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Invalid`] for a section with unknown or mistyped keys.
+    pub fn settings_table(&self) -> Result<SettingsTable, ConfigError> {
+        let defaults = toml::Table::try_from(&self.app_defaults)
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let mut per_app = HashMap::new();
+        for (app, overrides) in &self.apps {
+            let mut merged = defaults.clone();
+            merged.extend(overrides.clone());
+            let settings: AppSettings = toml::Value::Table(merged)
+                .try_into()
+                .map_err(|e| ConfigError::Invalid(format!("[apps.\"{app}\"]: {e}")))?;
+            per_app.insert(*app, settings);
+        }
+        Ok(SettingsTable { defaults: self.app_defaults.clone(), per_app })
+    }
+
+    /// The engine's options, with `clock` as its time source.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Invalid`] for bad settings or secrets.
+    pub fn engine_options(&self, clock: Clock) -> Result<EngineOptions, ConfigError> {
+        use base64::Engine as _;
+        let secrets = match &self.secrets {
+            Some(s) => {
+                let decode = |v: &str| {
+                    base64::engine::general_purpose::STANDARD
+                        .decode(v)
+                        .ok()
+                        .filter(|k| k.len() >= 32)
+                        .ok_or_else(|| ConfigError::Invalid("secrets must be Base64 of 32+ bytes".into()))
+                };
+                Some((decode(&s.credential_key)?, decode(&s.api_key_key)?))
+            }
+            None => None,
+        };
+        let mut options = EngineOptions::new(self.data_dir.clone());
+        options.durability = self.durability;
+        options.settings = self.settings_table()?;
+        options.public_url = self.public_url.clone().unwrap_or_else(|| format!("http://{}", self.listen));
+        options.actor_idle = Duration::from_secs(self.actor_idle_secs.max(1));
+        options.secrets = secrets;
+        options.clock = clock;
+        Ok(options)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn app_sections_override_only_what_they_name() {
+        let app = Uuid::new_v4();
+        let text = format!(
+            "[app_defaults]\nlock_period_secs = 60\n[apps.\"{app}\"]\nmax_failed_logins = 5\n"
+        );
+        let table = Config::from_toml(&text).unwrap().settings_table().unwrap();
+        assert_eq!(table.defaults.lock_period_secs, 60);
+        let per_app = &table.per_app[&app];
+        assert_eq!(per_app.max_failed_logins, 5);
+        assert_eq!(per_app.lock_period_secs, 60);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        assert!(Config::from_toml("listne = \"127.0.0.1:1\"").is_err());
+        assert!(Config::from_toml("[app_defaults]\nlock_perod_secs = 1").is_err());
+    }
+}

@@ -1,0 +1,112 @@
+//! The HTTP façade: routes of the contract, turned into engine calls, and every failure into
+//! the contract's envelope. No business rules live here.
+
+mod envelope;
+mod extract;
+mod routes {
+    pub(crate) mod authentication;
+    pub(crate) mod device;
+    pub(crate) mod jwt;
+    pub(crate) mod ops;
+    pub(crate) mod self_service;
+    pub(crate) mod user;
+}
+
+use std::sync::{Arc, atomic::AtomicBool};
+
+use axum::{
+    Router,
+    extract::{DefaultBodyLimit, MatchedPath, Request},
+    http::header,
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::{delete, get, patch, post},
+};
+use latchkey_actors::Engine;
+use tower::limit::GlobalConcurrencyLimitLayer;
+use tower_http::trace::TraceLayer;
+
+use envelope::{ApiError, Fault};
+use routes::{authentication, device, jwt, ops, self_service, user};
+
+/// The contract's base path.
+pub const BASE: &str = "/authenticate/v1-2";
+
+/// What every handler gets.
+#[derive(Debug, Clone)]
+pub(crate) struct AppState {
+    pub(crate) engine: Engine,
+    pub(crate) ready: Arc<AtomicBool>,
+}
+
+/// Limits of the façade.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    pub(crate) max_body_bytes: usize,
+    pub(crate) max_in_flight: usize,
+}
+
+/// Builds the router; tests and `main` use the same one.
+pub(crate) fn router(state: AppState, limits: Limits) -> Router {
+    let api = Router::new()
+        .route("/self-service/user", post(self_service::create_user))
+        .route("/self-service/device", post(self_service::create_device))
+        .route("/authentication/activate/user", post(authentication::activate_user))
+        .route("/authentication/activate/device", post(authentication::activate_device))
+        .route("/authentication/login", post(authentication::login))
+        .route("/authentication/logout", delete(authentication::logout))
+        .route("/authentication/forgot-pin", post(authentication::forgot_pin))
+        .route("/authentication/reset-pin", post(authentication::reset_pin))
+        .route("/user/current", get(user::current))
+        .route("/user/{user}", get(user::get).patch(user::patch).delete(user::delete))
+        .route("/user/{user}/device", get(user::devices))
+        .route("/device/{device}", patch(device::patch).delete(device::delete))
+        .route("/device/{device}/auth-key", delete(device::delete_auth_keys))
+        .route("/device/{device}/forgot-pin", post(device::forgot_pin))
+        .route("/device/{device}/reset-pin", post(device::reset_pin))
+        .route("/jwt/renew", get(jwt::renew))
+        .route("/jwt/public-key", get(jwt::public_key))
+        .route("/jwt/validate", get(jwt::validate));
+
+    Router::new()
+        .nest(BASE, api)
+        .route("/health/live", get(ops::live))
+        .route("/health/ready", get(ops::ready))
+        .route("/metrics", get(ops::metrics))
+        .fallback(|| async { ApiError::not_found() })
+        .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(limits.max_body_bytes))
+        .layer(middleware::from_fn(move |req, next| refuse_large(limits.max_body_bytes, req, next)))
+        .layer(middleware::from_fn(log_faults))
+        .layer(GlobalConcurrencyLimitLayer::new(limits.max_in_flight))
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+            let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
+            tracing::debug_span!("request", method = %req.method(), route = route.as_deref().unwrap_or("?"))
+        }))
+}
+
+/// Answers 413 from the Content-Length header alone, before a byte of the body is read.
+async fn refuse_large(limit: usize, req: Request, next: Next) -> Response {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        let mut response = ApiError::too_large().into_response();
+        response.headers_mut().insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+        return response;
+    }
+    next.run(req).await
+}
+
+/// Logs our-fault errors once, with the id the client was given.
+async fn log_faults(req: Request, next: Next) -> Response {
+    let route = req.uri().path().to_owned();
+    let response = next.run(req).await;
+    if let Some(fault) = response.extensions().get::<Fault>() {
+        tracing::error!(route = %route, fault = %fault.0, "request failed on our side");
+    }
+    response
+}

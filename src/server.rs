@@ -1,0 +1,171 @@
+//! The embeddable server: build it from a config, serve on a listener the caller owns, shut
+//! it down gracefully. `main` and the integration tests use exactly this.
+
+use std::{
+    future::Future,
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+};
+
+use latchkey_actors::{Clock, Engine};
+use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+use uuid::Uuid;
+
+use crate::{
+    config::{Config, ConfigError},
+    http::{self, AppState, Limits},
+};
+
+/// A failure to start or stop the server.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The engine failed (storage, a held data directory, ...).
+    #[error(transparent)]
+    Engine(#[from] latchkey_actors::Error),
+    /// The listener failed.
+    #[error("serving HTTP failed")]
+    Io(#[from] std::io::Error),
+}
+
+/// The default application's credentials, created on a fresh data directory.
+#[derive(Debug, Clone)]
+pub struct NewApplication {
+    /// applicationUuid.
+    pub application_uuid: Uuid,
+    /// The API key, shown only now.
+    pub api_key: String,
+}
+
+/// A built server: its engine is open, nothing is listening yet.
+#[derive(Debug)]
+pub struct Server {
+    engine: Engine,
+    config: Config,
+    ready: Arc<AtomicBool>,
+}
+
+impl Server {
+    /// Opens the data directory and starts the actors.
+    ///
+    /// # Errors
+    ///
+    /// [`ServerError`] for a bad config or a data directory that cannot be opened.
+    pub async fn build(config: Config) -> Result<Self, ServerError> {
+        Self::build_with_clock(config, Clock::default()).await
+    }
+
+    /// As [`Server::build`], with a clock the caller can move (tests).
+    ///
+    /// # Errors
+    ///
+    /// As [`Server::build`].
+    pub async fn build_with_clock(config: Config, clock: Clock) -> Result<Self, ServerError> {
+        let engine = Engine::open(config.engine_options(clock)?).await?;
+        Ok(Self { engine, config, ready: Arc::new(AtomicBool::new(true)) })
+    }
+
+    /// The domain engine (for embedding code and tests).
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Creates the default application if the data directory has none.
+    ///
+    /// # Errors
+    ///
+    /// Storage errors.
+    pub async fn ensure_default_app(&self) -> Result<Option<NewApplication>, ServerError> {
+        if self.engine.app_count() > 0 {
+            return Ok(None);
+        }
+        let (app, api_key) = self.engine.create_app("default").await?;
+        Ok(Some(NewApplication { application_uuid: app.uuid, api_key }))
+    }
+
+    /// Serves on `listener` until `shutdown` resolves, then drains in-flight requests, stops
+    /// the actors and makes every write durable.
+    ///
+    /// # Errors
+    ///
+    /// [`ServerError`] if serving or the final flush fails.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServerError> {
+        let state = AppState { engine: self.engine.clone(), ready: self.ready.clone() };
+        let limits = Limits {
+            max_body_bytes: self.config.max_body_bytes,
+            max_in_flight: self.config.max_in_flight,
+        };
+        let ready = self.ready.clone();
+        let app = http::router(state, limits);
+
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                ready.store(false, Ordering::Release);
+            })
+            .await;
+
+        self.ready.store(false, Ordering::Release);
+        let closed = self.engine.shutdown().await;
+        served?;
+        closed?;
+        tracing::info!("stopped; every acknowledged write is on disk");
+        Ok(())
+    }
+
+    /// Serves in a background task; the handle stops it.
+    pub fn spawn(self, listener: TcpListener) -> Result<Running, ServerError> {
+        let addr = listener.local_addr()?;
+        let engine = self.engine.clone();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(self.serve(listener, async move {
+            let _ = stopped.await;
+        }));
+        Ok(Running { addr, engine, stop: Some(stop), task })
+    }
+}
+
+/// A server serving in the background.
+#[derive(Debug)]
+pub struct Running {
+    addr: SocketAddr,
+    engine: Engine,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), ServerError>>,
+}
+
+impl Running {
+    /// Where it listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Its engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Stops it gracefully and waits until the data directory is released.
+    ///
+    /// # Errors
+    ///
+    /// What [`Server::serve`] returned.
+    pub async fn stop(mut self) -> Result<(), ServerError> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let result = (&mut self.task).await.map_err(|e| ServerError::Io(std::io::Error::other(e)))?;
+        drop(self.engine);
+        result
+    }
+}
