@@ -107,8 +107,10 @@ impl Config {
     ///
     /// [`ConfigError`] if it cannot be read or has unknown or mistyped keys.
     pub fn from_file(path: &std::path::Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
         Self::from_toml(&text)
     }
 
@@ -125,7 +127,11 @@ impl Config {
 
     /// A configuration for tests: a data directory, a fast idle time.
     pub fn for_test(data_dir: impl Into<PathBuf>) -> Self {
-        Self { data_dir: data_dir.into(), actor_idle_secs: 30, ..Self::default() }
+        Self {
+            data_dir: data_dir.into(),
+            actor_idle_secs: 30,
+            ..Self::default()
+        }
     }
 
     /// Every application's settings, with per-application sections laid over the defaults.
@@ -145,7 +151,10 @@ impl Config {
                 .map_err(|e| ConfigError::Invalid(format!("[apps.\"{app}\"]: {e}")))?;
             per_app.insert(*app, settings);
         }
-        Ok(SettingsTable { defaults: self.app_defaults.clone(), per_app })
+        Ok(SettingsTable {
+            defaults: self.app_defaults.clone(),
+            per_app,
+        })
     }
 
     /// The engine's options, with `clock` as its time source.
@@ -162,7 +171,9 @@ impl Config {
                         .decode(v)
                         .ok()
                         .filter(|k| k.len() >= 32)
-                        .ok_or_else(|| ConfigError::Invalid("secrets must be Base64 of 32+ bytes".into()))
+                        .ok_or_else(|| {
+                            ConfigError::Invalid("secrets must be Base64 of 32+ bytes".into())
+                        })
                 };
                 Some((decode(&s.credential_key)?, decode(&s.api_key_key)?))
             }
@@ -171,7 +182,10 @@ impl Config {
         let mut options = EngineOptions::new(self.data_dir.clone());
         options.durability = self.durability;
         options.settings = self.settings_table()?;
-        options.public_url = self.public_url.clone().unwrap_or_else(|| format!("http://{}", self.listen));
+        options.public_url = self
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.listen));
         options.actor_idle = Duration::from_secs(self.actor_idle_secs.max(1));
         options.secrets = secrets;
         options.clock = clock;

@@ -51,17 +51,35 @@ pub(crate) fn router(state: AppState, limits: Limits) -> Router {
     let api = Router::new()
         .route("/self-service/user", post(self_service::create_user))
         .route("/self-service/device", post(self_service::create_device))
-        .route("/authentication/activate/user", post(authentication::activate_user))
-        .route("/authentication/activate/device", post(authentication::activate_device))
+        .route(
+            "/authentication/activate/user",
+            post(authentication::activate_user),
+        )
+        .route(
+            "/authentication/activate/device",
+            post(authentication::activate_device),
+        )
         .route("/authentication/login", post(authentication::login))
         .route("/authentication/logout", delete(authentication::logout))
-        .route("/authentication/forgot-pin", post(authentication::forgot_pin))
+        .route(
+            "/authentication/forgot-pin",
+            post(authentication::forgot_pin),
+        )
         .route("/authentication/reset-pin", post(authentication::reset_pin))
         .route("/user/current", get(user::current))
-        .route("/user/{user}", get(user::get).patch(user::patch).delete(user::delete))
+        .route(
+            "/user/{user}",
+            get(user::get).patch(user::patch).delete(user::delete),
+        )
         .route("/user/{user}/device", get(user::devices))
-        .route("/device/{device}", patch(device::patch).delete(device::delete))
-        .route("/device/{device}/auth-key", delete(device::delete_auth_keys))
+        .route(
+            "/device/{device}",
+            patch(device::patch).delete(device::delete),
+        )
+        .route(
+            "/device/{device}/auth-key",
+            delete(device::delete_auth_keys),
+        )
         .route("/device/{device}/forgot-pin", post(device::forgot_pin))
         .route("/device/{device}/reset-pin", post(device::reset_pin))
         .route("/jwt/renew", get(jwt::renew))
@@ -95,7 +113,10 @@ async fn refuse_large(limit: usize, req: Request, next: Next) -> Response {
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| len > limit as u64) {
         let mut response = ApiError::too_large().into_response();
-        response.headers_mut().insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+        response.headers_mut().insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("close"),
+        );
         return response;
     }
     next.run(req).await

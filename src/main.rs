@@ -8,7 +8,11 @@ use latchkey::{Config, Server, config::LogFormat};
 use tokio::net::TcpListener;
 
 #[derive(Debug, Parser)]
-#[command(name = "latchkey", version, about = "Self-hosted passwordless authentication server")]
+#[command(
+    name = "latchkey",
+    version,
+    about = "Self-hosted passwordless authentication server"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -53,7 +57,10 @@ enum AppCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(err) => {
             eprintln!("latchkey: cannot start the runtime: {err}");
@@ -71,7 +78,11 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve { data_dir, listen, config } => {
+        Command::Serve {
+            data_dir,
+            listen,
+            config,
+        } => {
             let mut config = load_config(config.as_deref(), data_dir)?;
             if let Some(listen) = listen {
                 config.listen = listen;
@@ -79,14 +90,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             init_logging(config.log_format);
             serve(config).await
         }
-        Command::App { command: AppCommand::Create { name, data_dir, config } } => {
+        Command::App {
+            command:
+                AppCommand::Create {
+                    name,
+                    data_dir,
+                    config,
+                },
+        } => {
             let config = load_config(config.as_deref(), data_dir)?;
             create_app(config, &name).await
         }
     }
 }
 
-fn load_config(file: Option<&std::path::Path>, data_dir: Option<PathBuf>) -> anyhow::Result<Config> {
+fn load_config(
+    file: Option<&std::path::Path>,
+    data_dir: Option<PathBuf>,
+) -> anyhow::Result<Config> {
     let mut config = match file {
         Some(path) => Config::from_file(path)?,
         None => Config::default(),
@@ -113,7 +134,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         );
     }
 
-    let listener = TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
     tracing::info!(addr = %listen, data_dir = %data_dir.display(), "listening");
     server.serve(listener, shutdown_signal()).await?;
     Ok(())
@@ -122,11 +145,17 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 async fn create_app(config: Config, name: &str) -> anyhow::Result<()> {
     let data_dir = config.data_dir.clone();
     let server = Server::build(config).await.with_context(|| {
-        format!("opening the data directory {} (stop the server first)", data_dir.display())
+        format!(
+            "opening the data directory {} (stop the server first)",
+            data_dir.display()
+        )
     })?;
     let (app, api_key) = server.engine().create_app(name).await?;
     server.engine().shutdown().await?;
-    println!("{}", serde_json::json!({"applicationUuid": app.uuid, "apiKey": api_key}));
+    println!(
+        "{}",
+        serde_json::json!({"applicationUuid": app.uuid, "apiKey": api_key})
+    );
     Ok(())
 }
 
@@ -155,7 +184,9 @@ async fn shutdown_signal() {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("LATCHKEY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Human => builder.init(),
         LogFormat::Json => builder.json().init(),

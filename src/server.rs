@@ -68,7 +68,11 @@ impl Server {
     /// As [`Server::build`].
     pub async fn build_with_clock(config: Config, clock: Clock) -> Result<Self, ServerError> {
         let engine = Engine::open(config.engine_options(clock)?).await?;
-        Ok(Self { engine, config, ready: Arc::new(AtomicBool::new(true)) })
+        Ok(Self {
+            engine,
+            config,
+            ready: Arc::new(AtomicBool::new(true)),
+        })
     }
 
     /// The domain engine (for embedding code and tests).
@@ -86,7 +90,10 @@ impl Server {
             return Ok(None);
         }
         let (app, api_key) = self.engine.create_app("default").await?;
-        Ok(Some(NewApplication { application_uuid: app.uuid, api_key }))
+        Ok(Some(NewApplication {
+            application_uuid: app.uuid,
+            api_key,
+        }))
     }
 
     /// Serves on `listener` until `shutdown` resolves, then drains in-flight requests, stops
@@ -100,7 +107,10 @@ impl Server {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError> {
-        let state = AppState { engine: self.engine.clone(), ready: self.ready.clone() };
+        let state = AppState {
+            engine: self.engine.clone(),
+            ready: self.ready.clone(),
+        };
         let limits = Limits {
             max_body_bytes: self.config.max_body_bytes,
             max_in_flight: self.config.max_in_flight,
@@ -131,7 +141,12 @@ impl Server {
         let task = tokio::spawn(self.serve(listener, async move {
             let _ = stopped.await;
         }));
-        Ok(Running { addr, engine, stop: Some(stop), task })
+        Ok(Running {
+            addr,
+            engine,
+            stop: Some(stop),
+            task,
+        })
     }
 }
 
@@ -164,7 +179,9 @@ impl Running {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        let result = (&mut self.task).await.map_err(|e| ServerError::Io(std::io::Error::other(e)))?;
+        let result = (&mut self.task)
+            .await
+            .map_err(|e| ServerError::Io(std::io::Error::other(e)))?;
         drop(self.engine);
         result
     }

@@ -51,7 +51,10 @@ pub struct SettingsTable {
 
 impl SettingsTable {
     fn for_app(&self, app: Uuid) -> AppSettings {
-        self.per_app.get(&app).cloned().unwrap_or_else(|| self.defaults.clone())
+        self.per_app
+            .get(&app)
+            .cloned()
+            .unwrap_or_else(|| self.defaults.clone())
     }
 }
 
@@ -67,7 +70,7 @@ pub(crate) struct Apps {
 }
 
 impl Apps {
-    pub(crate) fn new(settings: SettingsTable, public_url: String) -> Self {
+    pub(crate) fn new(settings: SettingsTable, public_url: &str) -> Self {
         Self {
             by_uuid: RwLock::default(),
             by_kid: RwLock::default(),
@@ -142,9 +145,17 @@ impl Apps {
             let mut batch = Batch::new();
             for old in keys.iter_mut().filter(|k| k.current) {
                 old.current = false;
-                batch.put(Space::Keys, latchkey_storage::uuid_str_key(old.app, &old.kid), &*old)?;
+                batch.put(
+                    Space::Keys,
+                    latchkey_storage::uuid_str_key(old.app, &old.kid),
+                    &*old,
+                )?;
             }
-            batch.put(Space::Keys, latchkey_storage::uuid_str_key(fresh.app, &fresh.kid), &fresh)?;
+            batch.put(
+                Space::Keys,
+                latchkey_storage::uuid_str_key(fresh.app, &fresh.kid),
+                &fresh,
+            )?;
             store.commit(batch).await?;
             keys.push(fresh);
         }
@@ -163,7 +174,10 @@ impl Apps {
         let app = Arc::new(Application {
             uuid: record.uuid,
             name: record.name,
-            issuer: format!("{}/authenticate/v1-2/openid/{}", self.public_url, record.uuid),
+            issuer: format!(
+                "{}/authenticate/v1-2/openid/{}",
+                self.public_url, record.uuid
+            ),
             settings,
             keys: KeyRing::new(record.uuid, current, all.clone()),
             api_key_hash: record.api_key_hash,

@@ -55,7 +55,10 @@ impl Secrets {
     /// Fails only for keys HMAC refuses, which no length does.
     pub fn new(credential_key: &[u8], api_key_key: &[u8]) -> Result<Self> {
         let mk = |k: &[u8]| HmacSha256::new_from_slice(k).map_err(Error::internal);
-        Ok(Self { credential: mk(credential_key)?, api_key: mk(api_key_key)? })
+        Ok(Self {
+            credential: mk(credential_key)?,
+            api_key: mk(api_key_key)?,
+        })
     }
 
     pub(crate) fn hash(&self, purpose: Purpose, value: &[u8]) -> Vec<u8> {

@@ -65,7 +65,9 @@ impl<C: Child> Clone for Directory<C> {
 
 impl<C: Child> Debug for Directory<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Directory").field("actor", &self.actor.get_id()).finish()
+        f.debug_struct("Directory")
+            .field("actor", &self.actor.get_id())
+            .finish()
     }
 }
 
@@ -95,7 +97,12 @@ impl<C: Child> Directory<C> {
             .await
             .map_err(Error::internal)?;
         actor.send_interval(SWEEP, || DirMsg::Sweep);
-        Ok(Self { actor, children, ticks, timeout: options.call_timeout })
+        Ok(Self {
+            actor,
+            children,
+            ticks,
+            timeout: options.call_timeout,
+        })
     }
 
     /// Sends a request to the child for `key` and waits for its answer. `make` may run more
@@ -124,12 +131,18 @@ impl<C: Child> Directory<C> {
         if !fresh {
             let entry = self.children.read().ok().and_then(|m| m.get(key).cloned());
             if let Some(entry) = entry {
-                entry.last_used.store(self.ticks.load(Ordering::Relaxed), Ordering::Relaxed);
+                entry
+                    .last_used
+                    .store(self.ticks.load(Ordering::Relaxed), Ordering::Relaxed);
                 return Ok(entry.actor.clone());
             }
         }
         let key = key.clone();
-        match self.actor.call(|reply| DirMsg::Get(key, reply), Some(self.timeout)).await {
+        match self
+            .actor
+            .call(|reply| DirMsg::Get(key, reply), Some(self.timeout))
+            .await
+        {
             Ok(CallResult::Success(found)) => found,
             _ => Err(Error::Unavailable),
         }
@@ -142,13 +155,22 @@ impl<C: Child> Directory<C> {
 
     /// Stops every child, waiting for each, then the directory itself.
     pub(crate) async fn shutdown(&self) {
-        let _ = self.actor.call(DirMsg::Shutdown, Some(Duration::from_secs(30))).await;
-        let _ = self.actor.stop_and_wait(None, Some(Duration::from_secs(5))).await;
+        let _ = self
+            .actor
+            .call(DirMsg::Shutdown, Some(Duration::from_secs(30)))
+            .await;
+        let _ = self
+            .actor
+            .stop_and_wait(None, Some(Duration::from_secs(5)))
+            .await;
     }
 
     /// The live child for `key`, if any.
     pub(crate) fn child_ref(&self, key: &C::Key) -> Option<ActorRef<C::Msg>> {
-        self.children.read().ok().and_then(|m| m.get(key).map(|e| e.actor.clone()))
+        self.children
+            .read()
+            .ok()
+            .and_then(|m| m.get(key).map(|e| e.actor.clone()))
     }
 }
 
@@ -207,7 +229,9 @@ impl<C: Child> Actor for DirectoryActor<C> {
                     Err(_) => Vec::new(),
                 };
                 for child in live {
-                    let _ = child.stop_and_wait(None, Some(Duration::from_secs(10))).await;
+                    let _ = child
+                        .stop_and_wait(None, Some(Duration::from_secs(10)))
+                        .await;
                 }
                 state.ids.clear();
                 let _ = reply.send(());
@@ -224,7 +248,9 @@ impl<C: Child> Actor for DirectoryActor<C> {
     ) -> std::result::Result<(), ActorProcessingErr> {
         match event {
             SupervisionEvent::ActorFailed(cell, err) => {
-                let Some(key) = state.forget(&cell) else { return Ok(()) };
+                let Some(key) = state.forget(&cell) else {
+                    return Ok(());
+                };
                 tracing::warn!(key = ?key, err = %err, "child actor failed; respawning from storage");
                 if let Err(err) = state.get_or_spawn(&myself, key, true).await {
                     tracing::error!(err = ?err, "respawn failed; the next request retries");
@@ -251,7 +277,10 @@ impl<C: Child> DirState<C> {
         if let Some(entry) = existing {
             // A child that is stopping has finished every request it took, so its writes
             // are done and a successor may load from storage.
-            if matches!(entry.actor.get_status(), ActorStatus::Running | ActorStatus::Starting | ActorStatus::Upgrading) {
+            if matches!(
+                entry.actor.get_status(),
+                ActorStatus::Running | ActorStatus::Starting | ActorStatus::Upgrading
+            ) {
                 entry.last_used.store(now, Ordering::Relaxed);
                 return Ok(entry.actor.clone());
             }
@@ -263,7 +292,10 @@ impl<C: Child> DirState<C> {
             .await
             .map_err(Error::internal)?;
         self.ids.insert(child.get_id(), key.clone());
-        let entry = Arc::new(Entry { actor: child.clone(), last_used: AtomicU64::new(now) });
+        let entry = Arc::new(Entry {
+            actor: child.clone(),
+            last_used: AtomicU64::new(now),
+        });
         if let Ok(mut map) = self.children.write() {
             map.insert(key, entry);
         }
@@ -273,17 +305,21 @@ impl<C: Child> DirState<C> {
     /// Drops a child from the maps if it is the one registered under its key.
     fn forget(&mut self, cell: &ActorCell) -> Option<C::Key> {
         let key = self.ids.remove(&cell.get_id())?;
-        if let Ok(mut map) = self.children.write() {
-            if map.get(&key).is_some_and(|e| e.actor.get_id() == cell.get_id()) {
-                map.remove(&key);
-            }
+        if let Ok(mut map) = self.children.write()
+            && map
+                .get(&key)
+                .is_some_and(|e| e.actor.get_id() == cell.get_id())
+        {
+            map.remove(&key);
         }
         Some(key)
     }
 
     fn sweep(&mut self) {
         let now = self.ticks.fetch_add(1, Ordering::Relaxed) + 1;
-        let Ok(map) = self.children.read() else { return };
+        let Ok(map) = self.children.read() else {
+            return;
+        };
         for entry in map.values() {
             if now.saturating_sub(entry.last_used.load(Ordering::Relaxed)) > self.idle_ticks {
                 let _ = entry.actor.cast(C::passivate());

@@ -27,7 +27,10 @@ use crate::{
     directory::{Directory, DirectoryOptions},
     keyring::kid_of,
     session::{SessionActor, ids},
-    user::{Credential, DevicePatch, DeviceView, Grant, UserActor, UserMsg, UserPatch, UserShared, UserView},
+    user::{
+        Credential, DevicePatch, DeviceView, Grant, UserActor, UserMsg, UserPatch, UserShared,
+        UserView,
+    },
 };
 
 /// How to open an engine.
@@ -177,19 +180,38 @@ impl Engine {
                 .map_err(Error::internal)??,
         );
         let secrets = load_secrets(&store, options.secrets.clone()).await?;
-        let apps = Apps::new(options.settings.clone(), options.public_url.clone());
+        let apps = Apps::new(options.settings.clone(), &options.public_url);
         apps.load_all(&store, options.clock.now()).await?;
         sweep_expired_sessions(&store, options.clock.now()).await?;
 
-        let ctx = Arc::new(Context { store, secrets, clock: options.clock.clone(), apps });
-        let dir_options =
-            DirectoryOptions { idle: options.actor_idle, call_timeout: options.call_timeout };
+        let ctx = Arc::new(Context {
+            store,
+            secrets,
+            clock: options.clock.clone(),
+            apps,
+        });
+        let dir_options = DirectoryOptions {
+            idle: options.actor_idle,
+            call_timeout: options.call_timeout,
+        };
         let sessions = Directory::<SessionActor>::start(ctx.clone(), dir_options).await?;
-        let shared = UserShared { ctx: ctx.clone(), sessions: sessions.clone() };
+        let shared = UserShared {
+            ctx: ctx.clone(),
+            sessions: sessions.clone(),
+        };
         let users = Directory::<UserActor>::start(shared, dir_options).await?;
-        let signup = (0..SIGNUP_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect();
+        let signup = (0..SIGNUP_STRIPES)
+            .map(|_| tokio::sync::Mutex::new(()))
+            .collect();
 
-        Ok(Self { inner: Arc::new(Inner { ctx, users, sessions, signup }) })
+        Ok(Self {
+            inner: Arc::new(Inner {
+                ctx,
+                users,
+                sessions,
+                signup,
+            }),
+        })
     }
 
     /// Stops every actor and makes all writes durable; the data directory is free once the
@@ -202,7 +224,9 @@ impl Engine {
         self.inner.users.shutdown().await;
         self.inner.sessions.shutdown().await;
         let store = self.inner.ctx.store.clone();
-        tokio::task::spawn_blocking(move || store.close()).await.map_err(Error::internal)??;
+        tokio::task::spawn_blocking(move || store.close())
+            .await
+            .map_err(Error::internal)??;
         Ok(())
     }
 
@@ -235,7 +259,9 @@ impl Engine {
     /// Storage errors.
     pub async fn create_app(&self, name: &str) -> Result<(Arc<Application>, String)> {
         let ctx = &self.inner.ctx;
-        ctx.apps.create(&ctx.store, &ctx.secrets, name, ctx.clock.now()).await
+        ctx.apps
+            .create(&ctx.store, &ctx.secrets, name, ctx.clock.now())
+            .await
     }
 
     /// The application, if it exists.
@@ -286,7 +312,11 @@ impl Engine {
         let ctx = &self.inner.ctx;
         let username = Username::parse(&request.username)?;
         let email = validate_email(&request.email)?;
-        let mobile = request.mobile_number.as_deref().map(validate_mobile).transpose()?;
+        let mobile = request
+            .mobile_number
+            .as_deref()
+            .map(validate_mobile)
+            .transpose()?;
         let now = ctx.clock.now();
 
         let _guard = self.signup_stripe(app.uuid, username.key()).lock().await;
@@ -326,12 +356,21 @@ impl Engine {
         // The user, its index entry and its activation session land together or not at all.
         let mut batch = Batch::new();
         batch.put(Space::Users, user.uuid.as_bytes().to_vec(), &user)?;
-        batch.put_raw(Space::Usernames, uuid_str_key(app.uuid, username.key()), user.uuid.as_bytes().to_vec());
+        batch.put_raw(
+            Space::Usernames,
+            uuid_str_key(app.uuid, username.key()),
+            user.uuid.as_bytes().to_vec(),
+        );
         batch.put(Space::Sessions, session.id.as_bytes(), &session)?;
         ctx.store.commit(batch).await?;
 
         tracing::info!(app_id = %app.uuid, user_id = %user.uuid, "user signed up");
-        Ok(Activation { token, user_uuid: user.uuid, device_uuid: None, email })
+        Ok(Activation {
+            token,
+            user_uuid: user.uuid,
+            device_uuid: None,
+            email,
+        })
     }
 
     /// Adds a pending device to a user and returns its activation token.
@@ -339,14 +378,28 @@ impl Engine {
     /// # Errors
     ///
     /// [`Error::UserNotFound`], [`Error::AddingDevicesForbidden`], storage errors.
-    pub async fn add_device(&self, app: &Application, username: &str, name: &str) -> Result<Activation> {
+    pub async fn add_device(
+        &self,
+        app: &Application,
+        username: &str,
+        name: &str,
+    ) -> Result<Activation> {
         let user = self.require_user(app, username)?;
         let name = validate_device_name(name)?;
         let now = self.now();
         let (device, token, email) = self
-            .call_user(user, |reply| UserMsg::AddDevice { name: name.clone(), now, reply })
+            .call_user(user, |reply| UserMsg::AddDevice {
+                name: name.clone(),
+                now,
+                reply,
+            })
             .await?;
-        Ok(Activation { token, user_uuid: user, device_uuid: Some(device), email })
+        Ok(Activation {
+            token,
+            user_uuid: user,
+            device_uuid: Some(device),
+            email,
+        })
     }
 
     // == Authentication
@@ -364,9 +417,12 @@ impl Engine {
         pin: HashedPin,
         device_name: &str,
     ) -> Result<Tokens> {
-        let user = self.lookup(app.uuid, &Username::parse(username)?)?.ok_or(Error::InvalidToken)?;
+        let user = self
+            .lookup(app.uuid, &Username::parse(username)?)?
+            .ok_or(Error::InvalidToken)?;
         let name = validate_device_name(device_name)?;
-        let token = crate::input::parse_code("activationToken", token).map_err(|_| Error::InvalidToken)?;
+        let token =
+            crate::input::parse_code("activationToken", token).map_err(|_| Error::InvalidToken)?;
         let now = self.now();
         let grant = self
             .call_user(user, |reply| UserMsg::ActivateUser {
@@ -377,7 +433,13 @@ impl Engine {
                 reply,
             })
             .await
-            .map_err(|e| if matches!(e, Error::UserNotFound) { Error::InvalidToken } else { e })?;
+            .map_err(|e| {
+                if matches!(e, Error::UserNotFound) {
+                    Error::InvalidToken
+                } else {
+                    e
+                }
+            })?;
         self.tokens(app, grant, now)
     }
 
@@ -394,8 +456,11 @@ impl Engine {
         token: &str,
         pin: HashedPin,
     ) -> Result<Tokens> {
-        let user = self.lookup(app.uuid, &Username::parse(username)?)?.ok_or(Error::DeviceNotFound)?;
-        let token = crate::input::parse_code("activationToken", token).map_err(|_| Error::InvalidToken)?;
+        let user = self
+            .lookup(app.uuid, &Username::parse(username)?)?
+            .ok_or(Error::DeviceNotFound)?;
+        let token =
+            crate::input::parse_code("activationToken", token).map_err(|_| Error::InvalidToken)?;
         let now = self.now();
         let grant = self
             .call_user(user, |reply| UserMsg::ActivateDevice {
@@ -451,9 +516,18 @@ impl Engine {
     /// # Errors
     ///
     /// [`Error::DeviceNotFound`], [`Error::ResetBlocked`].
-    pub async fn forgot_pin(&self, app: &Application, username: &str, device: Uuid) -> Result<(String, String)> {
-        let user = self.lookup(app.uuid, &Username::parse(username)?)?.ok_or(Error::DeviceNotFound)?;
-        self.forgot_pin_of(user, device).await.map_err(not_found_as_device)
+    pub async fn forgot_pin(
+        &self,
+        app: &Application,
+        username: &str,
+        device: Uuid,
+    ) -> Result<(String, String)> {
+        let user = self
+            .lookup(app.uuid, &Username::parse(username)?)?
+            .ok_or(Error::DeviceNotFound)?;
+        self.forgot_pin_of(user, device)
+            .await
+            .map_err(not_found_as_device)
     }
 
     /// Sets a new PIN with a reset token.
@@ -469,8 +543,12 @@ impl Engine {
         token: &str,
         pin: HashedPin,
     ) -> Result<Tokens> {
-        let user = self.lookup(app.uuid, &Username::parse(username)?)?.ok_or(Error::DeviceNotFound)?;
-        self.reset_pin_of(app, user, device, token, pin).await.map_err(not_found_as_device)
+        let user = self
+            .lookup(app.uuid, &Username::parse(username)?)?
+            .ok_or(Error::DeviceNotFound)?;
+        self.reset_pin_of(app, user, device, token, pin)
+            .await
+            .map_err(not_found_as_device)
     }
 
     // == Bearer routes
@@ -481,19 +559,33 @@ impl Engine {
     ///
     /// [`Error::InvalidJwt`], [`Error::ExpiredJwt`], [`Error::RevokedJwt`].
     pub async fn authenticate(&self, token: &str, app_header: Option<Uuid>) -> Result<Principal> {
-        let (app, key) = self.inner.ctx.apps.by_kid(&kid_of(token)?).ok_or(Error::InvalidJwt)?;
+        let (app, key) = self
+            .inner
+            .ctx
+            .apps
+            .by_kid(&kid_of(token)?)
+            .ok_or(Error::InvalidJwt)?;
         if app_header.is_some_and(|h| h != app.uuid) {
             return Err(Error::InvalidJwt);
         }
         let claims = app.keys.verify(&key, token, self.now())?;
         let (device, sid) = (claims.device_uuid, claims.sid);
-        self.call_user(claims.user_uuid, |reply| UserMsg::CheckSession { device, sid, reply })
-            .await
-            .map_err(|e| match e {
-                Error::Unavailable | Error::Internal(_) => e,
-                _ => Error::RevokedJwt,
-            })?;
-        Ok(Principal { app, user: claims.user_uuid, device, sid })
+        self.call_user(claims.user_uuid, |reply| UserMsg::CheckSession {
+            device,
+            sid,
+            reply,
+        })
+        .await
+        .map_err(|e| match e {
+            Error::Unavailable | Error::Internal(_) => e,
+            _ => Error::RevokedJwt,
+        })?;
+        Ok(Principal {
+            app,
+            user: claims.user_uuid,
+            device,
+            sid,
+        })
     }
 
     /// Ends the device session of the token: it and every token of that session stop working.
@@ -503,7 +595,8 @@ impl Engine {
     /// [`Error::RevokedJwt`] if it already ended.
     pub async fn logout(&self, who: &Principal) -> Result<()> {
         let (device, sid) = (who.device, who.sid);
-        self.call_user(who.user, |reply| UserMsg::Logout { device, sid, reply }).await?;
+        self.call_user(who.user, |reply| UserMsg::Logout { device, sid, reply })
+            .await?;
         tracing::info!(user_id = %who.user, device_id = %device, "logged out");
         Ok(())
     }
@@ -535,7 +628,8 @@ impl Engine {
     pub async fn devices(&self, who: &Principal, user: Uuid) -> Result<Vec<DeviceView>> {
         owner(who, user)?;
         let now = self.now();
-        self.call_user(user, |reply| UserMsg::Devices { now, reply }).await
+        self.call_user(user, |reply| UserMsg::Devices { now, reply })
+            .await
     }
 
     /// Changes the user's own details.
@@ -543,11 +637,21 @@ impl Engine {
     /// # Errors
     ///
     /// [`Error::Forbidden`] for another user; validation errors.
-    pub async fn patch_user(&self, who: &Principal, user: Uuid, mut patch: UserPatch) -> Result<()> {
+    pub async fn patch_user(
+        &self,
+        who: &Principal,
+        user: Uuid,
+        mut patch: UserPatch,
+    ) -> Result<()> {
         owner(who, user)?;
         patch.email = patch.email.as_deref().map(validate_email).transpose()?;
-        patch.mobile_number = patch.mobile_number.as_deref().map(validate_mobile).transpose()?;
-        self.call_user(user, |reply| UserMsg::Patch(patch.clone(), reply)).await
+        patch.mobile_number = patch
+            .mobile_number
+            .as_deref()
+            .map(validate_mobile)
+            .transpose()?;
+        self.call_user(user, |reply| UserMsg::Patch(patch.clone(), reply))
+            .await
     }
 
     /// Deletes the user with its devices, sessions and tokens.
@@ -565,10 +669,23 @@ impl Engine {
     /// # Errors
     ///
     /// [`Error::Forbidden`] for a device that is not the caller's.
-    pub async fn patch_device(&self, who: &Principal, device: Uuid, mut patch: DevicePatch) -> Result<()> {
-        patch.device_name = patch.device_name.as_deref().map(validate_device_name).transpose()?;
-        self.call_user(who.user, |reply| UserMsg::PatchDevice { device, patch: patch.clone(), reply })
-            .await
+    pub async fn patch_device(
+        &self,
+        who: &Principal,
+        device: Uuid,
+        mut patch: DevicePatch,
+    ) -> Result<()> {
+        patch.device_name = patch
+            .device_name
+            .as_deref()
+            .map(validate_device_name)
+            .transpose()?;
+        self.call_user(who.user, |reply| UserMsg::PatchDevice {
+            device,
+            patch: patch.clone(),
+            reply,
+        })
+        .await
     }
 
     /// Removes one of the caller's devices; its tokens stop working.
@@ -577,7 +694,8 @@ impl Engine {
     ///
     /// [`Error::Forbidden`] for a device that is not the caller's.
     pub async fn delete_device(&self, who: &Principal, device: Uuid) -> Result<()> {
-        self.call_user(who.user, |reply| UserMsg::DeleteDevice { device, reply }).await
+        self.call_user(who.user, |reply| UserMsg::DeleteDevice { device, reply })
+            .await
     }
 
     /// Removes every auth-key record of the device but `keep`.
@@ -585,8 +703,18 @@ impl Engine {
     /// # Errors
     ///
     /// [`Error::StaleAuthKey`] if `keep` is not the current record.
-    pub async fn keep_only_auth_key(&self, who: &Principal, device: Uuid, keep: Uuid) -> Result<()> {
-        self.call_user(who.user, |reply| UserMsg::KeepOnlyAuthKey { device, keep, reply }).await
+    pub async fn keep_only_auth_key(
+        &self,
+        who: &Principal,
+        device: Uuid,
+        keep: Uuid,
+    ) -> Result<()> {
+        self.call_user(who.user, |reply| UserMsg::KeepOnlyAuthKey {
+            device,
+            keep,
+            reply,
+        })
+        .await
     }
 
     /// Forgot-PIN for one of the caller's devices.
@@ -594,8 +722,14 @@ impl Engine {
     /// # Errors
     ///
     /// [`Error::Forbidden`], [`Error::ResetBlocked`].
-    pub async fn device_forgot_pin(&self, who: &Principal, device: Uuid) -> Result<(String, String)> {
-        self.forgot_pin_of(who.user, device).await.map_err(foreign_device)
+    pub async fn device_forgot_pin(
+        &self,
+        who: &Principal,
+        device: Uuid,
+    ) -> Result<(String, String)> {
+        self.forgot_pin_of(who.user, device)
+            .await
+            .map_err(foreign_device)
     }
 
     /// Reset-PIN for one of the caller's devices.
@@ -610,7 +744,9 @@ impl Engine {
         token: &str,
         pin: HashedPin,
     ) -> Result<Tokens> {
-        self.reset_pin_of(&who.app, who.user, device, token, pin).await.map_err(foreign_device)
+        self.reset_pin_of(&who.app, who.user, device, token, pin)
+            .await
+            .map_err(foreign_device)
     }
 
     /// Makes a live user actor fail as a bug would. For supervision tests only.
@@ -630,7 +766,8 @@ impl Engine {
 
     async fn forgot_pin_of(&self, user: Uuid, device: Uuid) -> Result<(String, String)> {
         let now = self.now();
-        self.call_user(user, |reply| UserMsg::ForgotPin { device, now, reply }).await
+        self.call_user(user, |reply| UserMsg::ForgotPin { device, now, reply })
+            .await
     }
 
     async fn reset_pin_of(
@@ -641,7 +778,8 @@ impl Engine {
         token: &str,
         pin: HashedPin,
     ) -> Result<Tokens> {
-        let token = crate::input::parse_code("resetPinToken", token).map_err(|_| Error::InvalidToken)?;
+        let token =
+            crate::input::parse_code("resetPinToken", token).map_err(|_| Error::InvalidToken)?;
         let now = self.now();
         let grant = self
             .call_user(user, |reply| UserMsg::ResetPin {
@@ -666,12 +804,17 @@ impl Engine {
     fn lookup(&self, app: Uuid, username: &Username) -> Result<Option<Uuid>> {
         // Limitation: a point read on the async thread; it is served from fjall's memtable or
         // block cache in the common case, but a cold read blocks this worker briefly.
-        let found = self.inner.ctx.store.get(Space::Usernames, &uuid_str_key(app, username.key()))?;
+        let found = self
+            .inner
+            .ctx
+            .store
+            .get(Space::Usernames, &uuid_str_key(app, username.key()))?;
         Ok(found.and_then(|bytes| Uuid::from_slice(&bytes).ok()))
     }
 
     fn require_user(&self, app: &Application, username: &str) -> Result<Uuid> {
-        self.lookup(app.uuid, &Username::parse(username)?)?.ok_or(Error::UserNotFound)
+        self.lookup(app.uuid, &Username::parse(username)?)?
+            .ok_or(Error::UserNotFound)
     }
 
     fn signup_stripe(&self, app: Uuid, key: &str) -> &tokio::sync::Mutex<()> {
@@ -694,7 +837,14 @@ impl Engine {
         })
     }
 
-    fn sign(&self, app: &Application, user: Uuid, device: Uuid, sid: Uuid, now: u64) -> Result<String> {
+    fn sign(
+        &self,
+        app: &Application,
+        user: Uuid,
+        device: Uuid,
+        sid: Uuid,
+        now: u64,
+    ) -> Result<String> {
         let claims = AccessClaims {
             iss: app.issuer.clone(),
             aud: app.uuid.to_string(),
@@ -713,19 +863,34 @@ impl Engine {
 }
 
 fn owner(who: &Principal, user: Uuid) -> Result<()> {
-    if who.user == user { Ok(()) } else { Err(Error::Forbidden) }
+    if who.user == user {
+        Ok(())
+    } else {
+        Err(Error::Forbidden)
+    }
 }
 
 fn not_found_as_device(e: Error) -> Error {
-    if matches!(e, Error::UserNotFound) { Error::DeviceNotFound } else { e }
+    if matches!(e, Error::UserNotFound) {
+        Error::DeviceNotFound
+    } else {
+        e
+    }
 }
 
 fn foreign_device(e: Error) -> Error {
-    if matches!(e, Error::DeviceNotFound) { Error::Forbidden } else { e }
+    if matches!(e, Error::DeviceNotFound) {
+        Error::Forbidden
+    } else {
+        e
+    }
 }
 
 fn validate_email(raw: &str) -> Result<String> {
-    let bad = |reason| Error::InvalidField { field: "email", reason };
+    let bad = |reason| Error::InvalidField {
+        field: "email",
+        reason,
+    };
     let trimmed = raw.trim();
     if trimmed.is_empty() {
         return Err(Error::MissingField("email"));
@@ -734,7 +899,9 @@ fn validate_email(raw: &str) -> Result<String> {
         return Err(bad("must be an e-mail address of at most 254 characters"));
     }
     match trimmed.split_once('@') {
-        Some((local, domain)) if !local.is_empty() && !domain.is_empty() && !domain.contains('@') => {
+        Some((local, domain))
+            if !local.is_empty() && !domain.is_empty() && !domain.contains('@') =>
+        {
             Ok(trimmed.to_owned())
         }
         _ => Err(bad("must be an e-mail address")),
@@ -743,11 +910,16 @@ fn validate_email(raw: &str) -> Result<String> {
 
 fn validate_mobile(raw: &str) -> Result<String> {
     let ok = raw.len() <= 32
-        && raw.chars().all(|c| c.is_ascii_digit() || matches!(c, '+' | ' ' | '-' | '(' | ')'));
+        && raw
+            .chars()
+            .all(|c| c.is_ascii_digit() || matches!(c, '+' | ' ' | '-' | '(' | ')'));
     if ok {
         Ok(raw.to_owned())
     } else {
-        Err(Error::InvalidField { field: "mobileNumber", reason: "must be a phone number" })
+        Err(Error::InvalidField {
+            field: "mobileNumber",
+            reason: "must be a phone number",
+        })
     }
 }
 
@@ -762,7 +934,10 @@ fn validate_device_name(raw: &str) -> Result<String> {
     Ok(raw.to_owned())
 }
 
-async fn load_secrets(store: &Arc<dyn Store>, given: Option<(Vec<u8>, Vec<u8>)>) -> Result<Secrets> {
+async fn load_secrets(
+    store: &Arc<dyn Store>,
+    given: Option<(Vec<u8>, Vec<u8>)>,
+) -> Result<Secrets> {
     if let Some((credential, api)) = given {
         return Secrets::new(&credential, &api);
     }

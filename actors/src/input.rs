@@ -32,10 +32,15 @@ impl Username {
             return Err(Error::BadUsername("it has leading or trailing space"));
         }
         if nfkc.chars().any(is_forbidden) {
-            return Err(Error::BadUsername("it contains control or invisible characters"));
+            return Err(Error::BadUsername(
+                "it contains control or invisible characters",
+            ));
         }
         let key = nfkc.to_lowercase().nfkc().collect();
-        Ok(Self { display: raw.to_owned(), key })
+        Ok(Self {
+            display: raw.to_owned(),
+            key,
+        })
     }
 
     /// As first given.
@@ -110,7 +115,10 @@ pub fn parse_code(field: &'static str, raw: &str) -> Result<String> {
     if (4..=12).contains(&raw.len()) && raw.bytes().all(|b| b.is_ascii_digit()) {
         Ok(raw.to_owned())
     } else {
-        Err(Error::InvalidField { field, reason: "must be 4 to 12 digits" })
+        Err(Error::InvalidField {
+            field,
+            reason: "must be 4 to 12 digits",
+        })
     }
 }
 
@@ -129,7 +137,15 @@ mod tests {
 
     #[test]
     fn usernames_with_hidden_or_control_characters_are_refused() {
-        for bad in ["", " bob", "bob ", "b\u{0}ob", "b\u{200B}ob", "b\nob", "b\u{2028}ob"] {
+        for bad in [
+            "",
+            " bob",
+            "bob ",
+            "b\u{0}ob",
+            "b\u{200B}ob",
+            "b\nob",
+            "b\u{2028}ob",
+        ] {
             assert!(Username::parse(bad).is_err(), "{bad:?}");
         }
         assert!(Username::parse(&"x".repeat(129)).is_err());

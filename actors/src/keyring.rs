@@ -16,7 +16,9 @@ use aws_lc_rs::{
         Ed25519KeyPair, KeyPair as _, RSA_PKCS1_SHA256, RsaKeyPair,
     },
 };
-use base64::{Engine as _, engine::general_purpose::STANDARD, engine::general_purpose::URL_SAFE_NO_PAD};
+use base64::{
+    Engine as _, engine::general_purpose::STANDARD, engine::general_purpose::URL_SAFE_NO_PAD,
+};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use latchkey_storage::records::KeyRecord;
 use serde::{Deserialize, Serialize};
@@ -76,7 +78,10 @@ pub struct SigningKey {
 
 impl std::fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SigningKey").field("kid", &self.kid).field("alg", &self.alg).finish()
+        f.debug_struct("SigningKey")
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .finish()
     }
 }
 
@@ -102,7 +107,10 @@ impl SigningKey {
                     .as_ref()
                     .to_vec()
             }
-            JwtAlgorithm::EdDSA => Ed25519KeyPair::generate_pkcs8(&rng).map_err(fail)?.as_ref().to_vec(),
+            JwtAlgorithm::EdDSA => Ed25519KeyPair::generate_pkcs8(&rng)
+                .map_err(fail)?
+                .as_ref()
+                .to_vec(),
             JwtAlgorithm::RS256 => {
                 let pair = RsaKeyPair::generate(KeySize::Rsa2048).map_err(fail)?;
                 AsDer::<aws_lc_rs::encoding::Pkcs8V1Der>::as_der(&pair)
@@ -112,7 +120,14 @@ impl SigningKey {
             }
         };
         let kid = URL_SAFE_NO_PAD.encode(crate::crypto::random_bytes::<12>()?);
-        Ok(KeyRecord { app, kid, alg: alg.name().into(), pkcs8, created: now, current: true })
+        Ok(KeyRecord {
+            app,
+            kid,
+            alg: alg.name().into(),
+            pkcs8,
+            created: now,
+            current: true,
+        })
     }
 
     /// Parses a stored key.
@@ -135,7 +150,8 @@ impl SigningKey {
                 };
                 let pair = EcdsaKeyPair::from_pkcs8(sig_alg, &record.pkcs8).map_err(bad)?;
                 let spki = pair.public_key().as_der().map_err(bad)?.as_ref().to_vec();
-                let point: EcPublicKeyUncompressedBin = pair.public_key().as_be_bytes().map_err(bad)?;
+                let point: EcPublicKeyUncompressedBin =
+                    pair.public_key().as_be_bytes().map_err(bad)?;
                 let coords = point.as_ref().get(1..).unwrap_or_default();
                 let (x, y) = coords.split_at(coords.len() / 2);
                 let jwk = json!({"kty": "EC", "crv": crv, "x": URL_SAFE_NO_PAD.encode(x),
@@ -166,7 +182,9 @@ impl SigningKey {
             obj.insert("use".into(), json!("sig"));
         }
         let decoding = match alg {
-            JwtAlgorithm::ES256 | JwtAlgorithm::ES384 => DecodingKey::from_ec_pem(pem("PUBLIC KEY", &spki).as_bytes()),
+            JwtAlgorithm::ES256 | JwtAlgorithm::ES384 => {
+                DecodingKey::from_ec_pem(pem("PUBLIC KEY", &spki).as_bytes())
+            }
             JwtAlgorithm::EdDSA => DecodingKey::from_ed_pem(pem("PUBLIC KEY", &spki).as_bytes()),
             JwtAlgorithm::RS256 => DecodingKey::from_rsa_pem(pem("PUBLIC KEY", &spki).as_bytes()),
         }
@@ -198,12 +216,21 @@ impl SigningKey {
 
         let fail = |_| Error::Internal("signing failed".into());
         let signature = match &self.signer {
-            Signer::Ecdsa(pair) => pair.sign(&SystemRandom::new(), out.as_bytes()).map_err(fail)?.as_ref().to_vec(),
+            Signer::Ecdsa(pair) => pair
+                .sign(&SystemRandom::new(), out.as_bytes())
+                .map_err(fail)?
+                .as_ref()
+                .to_vec(),
             Signer::Ed(pair) => pair.sign(out.as_bytes()).as_ref().to_vec(),
             Signer::Rsa(pair) => {
                 let mut sig = vec![0u8; pair.public_modulus_len()];
-                pair.sign(&RSA_PKCS1_SHA256, &SystemRandom::new(), out.as_bytes(), &mut sig)
-                    .map_err(fail)?;
+                pair.sign(
+                    &RSA_PKCS1_SHA256,
+                    &SystemRandom::new(),
+                    out.as_bytes(),
+                    &mut sig,
+                )
+                .map_err(fail)?;
                 sig
             }
         };
@@ -331,15 +358,26 @@ mod tests {
     #[test]
     fn every_algorithm_signs_and_verifies() {
         let app = Uuid::new_v4();
-        for alg in [JwtAlgorithm::ES256, JwtAlgorithm::ES384, JwtAlgorithm::EdDSA, JwtAlgorithm::RS256] {
+        for alg in [
+            JwtAlgorithm::ES256,
+            JwtAlgorithm::ES384,
+            JwtAlgorithm::EdDSA,
+            JwtAlgorithm::RS256,
+        ] {
             let rec = SigningKey::generate(app, alg, 1000).unwrap();
             let key = Arc::new(SigningKey::from_record(&rec).unwrap());
             let ring = KeyRing::new(app, key.clone(), vec![key.clone()]);
             let token = key.sign(&claims(app, 1000)).unwrap();
             assert_eq!(kid_of(&token).unwrap(), key.kid);
             assert!(ring.verify(&key, &token, 1001).is_ok(), "{alg:?}");
-            assert!(matches!(ring.verify(&key, &token, 1060), Err(Error::ExpiredJwt)));
-            assert!(matches!(ring.verify(&key, &token, 999), Err(Error::InvalidJwt)));
+            assert!(matches!(
+                ring.verify(&key, &token, 1060),
+                Err(Error::ExpiredJwt)
+            ));
+            assert!(matches!(
+                ring.verify(&key, &token, 999),
+                Err(Error::InvalidJwt)
+            ));
         }
     }
 }

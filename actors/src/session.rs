@@ -10,12 +10,7 @@ use std::{sync::Arc, time::Duration};
 use latchkey_storage::{Batch, Space, StoreExt, records::SessionRecord};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
-use crate::{
-    Error, Result,
-    context::Context,
-    crypto::Purpose,
-    directory::Child,
-};
+use crate::{Error, Result, context::Context, crypto::Purpose, directory::Child};
 
 /// What a verification found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,7 +29,11 @@ pub(crate) enum SessionMsg {
     /// Creates the session, replacing any earlier one under the same id.
     Issue(Box<SessionRecord>, RpcReplyPort<Result<()>>),
     /// Checks a secret against the session at time `now`.
-    Verify { secret: String, now: u64, reply: RpcReplyPort<Result<Verdict>> },
+    Verify {
+        secret: String,
+        now: u64,
+        reply: RpcReplyPort<Result<Verdict>>,
+    },
     /// Removes the session (its user or device is gone).
     Revoke(RpcReplyPort<Result<()>>),
     /// The deadline timer fired.
@@ -49,7 +48,8 @@ pub(crate) struct SessionState {
     respawn: bool,
     loaded: bool,
     record: Option<SessionRecord>,
-    timer: Option<tokio::task::JoinHandle<std::result::Result<(), ractor::MessagingErr<SessionMsg>>>>,
+    timer:
+        Option<tokio::task::JoinHandle<std::result::Result<(), ractor::MessagingErr<SessionMsg>>>>,
 }
 
 #[derive(Default)]
@@ -185,14 +185,19 @@ impl SessionState {
             return Ok(Verdict::Dead);
         }
 
-        let right = self.ctx.secrets.verify(Purpose::Token, secret.as_bytes(), Some(&record.secret_hash));
+        let right =
+            self.ctx
+                .secrets
+                .verify(Purpose::Token, secret.as_bytes(), Some(&record.secret_hash));
         let mut next = record.clone();
         let verdict = if right {
             next.used = true;
             Verdict::Accepted
         } else {
             next.attempts += 1;
-            Verdict::Wrong { left: next.max_attempts.saturating_sub(next.attempts) }
+            Verdict::Wrong {
+                left: next.max_attempts.saturating_sub(next.attempts),
+            }
         };
 
         let mut batch = Batch::new();

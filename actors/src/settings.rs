@@ -29,7 +29,9 @@ impl JwtAlgorithm {
 
     /// Parses a JOSE name.
     pub fn from_name(name: &str) -> Option<Self> {
-        [Self::ES256, Self::ES384, Self::EdDSA, Self::RS256].into_iter().find(|a| a.name() == name)
+        [Self::ES256, Self::ES384, Self::EdDSA, Self::RS256]
+            .into_iter()
+            .find(|a| a.name() == name)
     }
 }
 

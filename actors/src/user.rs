@@ -130,7 +130,12 @@ impl Child for UserActor {
     type Shared = UserShared;
 
     fn args(shared: &UserShared, key: &Uuid, respawn: bool) -> UserState {
-        UserState { shared: shared.clone(), uuid: *key, respawn, loaded: None }
+        UserState {
+            shared: shared.clone(),
+            uuid: *key,
+            respawn,
+            loaded: None,
+        }
     }
 
     fn passivate() -> UserMsg {
@@ -215,22 +220,46 @@ impl UserState {
     /// Runs one request; returns true if the user was deleted by it.
     async fn dispatch(&mut self, msg: UserMsg) -> bool {
         match msg {
-            UserMsg::Login { device, auth_key, credential, now, reply } => {
+            UserMsg::Login {
+                device,
+                auth_key,
+                credential,
+                now,
+                reply,
+            } => {
                 let _ = reply.send(self.login(device, &auth_key, &credential, now).await);
             }
-            UserMsg::ActivateUser { token, pin, device_name, now, reply } => {
+            UserMsg::ActivateUser {
+                token,
+                pin,
+                device_name,
+                now,
+                reply,
+            } => {
                 let _ = reply.send(self.activate_user(&token, &pin, device_name, now).await);
             }
             UserMsg::AddDevice { name, now, reply } => {
                 let _ = reply.send(self.add_device(name, now).await);
             }
-            UserMsg::ActivateDevice { device, token, pin, now, reply } => {
+            UserMsg::ActivateDevice {
+                device,
+                token,
+                pin,
+                now,
+                reply,
+            } => {
                 let _ = reply.send(self.activate_device(device, &token, &pin, now).await);
             }
             UserMsg::ForgotPin { device, now, reply } => {
                 let _ = reply.send(self.forgot_pin(device, now).await);
             }
-            UserMsg::ResetPin { device, token, pin, now, reply } => {
+            UserMsg::ResetPin {
+                device,
+                token,
+                pin,
+                now,
+                reply,
+            } => {
                 let _ = reply.send(self.reset_pin(device, &token, &pin, now).await);
             }
             UserMsg::CheckSession { device, sid, reply } => {
@@ -254,13 +283,21 @@ impl UserState {
                 let _ = reply.send(result);
                 return deleted;
             }
-            UserMsg::PatchDevice { device, patch, reply } => {
+            UserMsg::PatchDevice {
+                device,
+                patch,
+                reply,
+            } => {
                 let _ = reply.send(self.patch_device(device, patch).await);
             }
             UserMsg::DeleteDevice { device, reply } => {
                 let _ = reply.send(self.delete_device(device).await);
             }
-            UserMsg::KeepOnlyAuthKey { device, keep, reply } => {
+            UserMsg::KeepOnlyAuthKey {
+                device,
+                keep,
+                reply,
+            } => {
                 let _ = reply.send(self.keep_only_auth_key(device, keep));
             }
             UserMsg::Crash | UserMsg::Passivate => {}

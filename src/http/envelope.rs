@@ -45,8 +45,17 @@ pub(crate) struct ApiError {
 pub(crate) struct Fault(pub(crate) String);
 
 impl ApiError {
-    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<Cow<'static, str>>) -> Self {
-        Self { status, code, message: message.into(), cause: None }
+    pub(crate) fn new(
+        status: StatusCode,
+        code: &'static str,
+        message: impl Into<Cow<'static, str>>,
+    ) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            cause: None,
+        }
     }
 
     pub(crate) fn not_found() -> Self {
@@ -54,11 +63,19 @@ impl ApiError {
     }
 
     pub(crate) fn method_not_allowed() -> Self {
-        Self::new(StatusCode::METHOD_NOT_ALLOWED, "AN-HTTP-1005", "Method not allowed on this route")
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "AN-HTTP-1005",
+            "Method not allowed on this route",
+        )
     }
 
     pub(crate) fn too_large() -> Self {
-        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "AN-VALI-1005", "Request body too large")
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "AN-VALI-1005",
+            "Request body too large",
+        )
     }
 
     pub(crate) fn not_json() -> Self {
@@ -115,7 +132,12 @@ impl From<Error> for ApiError {
                 chain.push_str(&s.to_string());
                 source = s.source();
             }
-            return Self { status, code: err.code(), message: "".into(), cause: Some(chain) };
+            return Self {
+                status,
+                code: err.code(),
+                message: "".into(),
+                cause: Some(chain),
+            };
         }
         Self::new(status, err.code(), err.to_string())
     }
@@ -126,11 +148,15 @@ impl IntoResponse for ApiError {
         let (message, fault) = match self.cause {
             Some(cause) => {
                 let id = Uuid::new_v4();
-                (format!("Internal error; request id {id}"), Some(Fault(format!("{id}: {cause}"))))
+                (
+                    format!("Internal error; request id {id}"),
+                    Some(Fault(format!("{id}: {cause}"))),
+                )
             }
             None => (self.message.into_owned(), None),
         };
-        let body = json!({"responseStatus": {"status": "ERROR", "message": message, "code": self.code}});
+        let body =
+            json!({"responseStatus": {"status": "ERROR", "message": message, "code": self.code}});
         let mut response = (self.status, Json(body)).into_response();
         if self.status == StatusCode::UNAUTHORIZED && self.code.starts_with("AN-JWTT") {
             response
@@ -155,13 +181,21 @@ mod tests {
         assert_eq!(status_of(&Error::BadApiKey), StatusCode::UNAUTHORIZED);
         assert_eq!(status_of(&Error::RevokedJwt), StatusCode::UNAUTHORIZED);
         assert_eq!(status_of(&Error::Forbidden), StatusCode::FORBIDDEN);
-        assert_eq!(status_of(&Error::Internal("x".into())), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(
+            status_of(&Error::Internal("x".into())),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
     }
 
     #[test]
     fn internal_errors_do_not_leak_their_cause() {
         let response = ApiError::from(Error::Internal("disk on fire".into())).into_response();
         assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
-        assert!(response.extensions().get::<Fault>().is_some_and(|f| f.0.contains("disk on fire")));
+        assert!(
+            response
+                .extensions()
+                .get::<Fault>()
+                .is_some_and(|f| f.0.contains("disk on fire"))
+        );
     }
 }

@@ -59,7 +59,8 @@ pub(crate) fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         Ok(value) => value,
         Err(err) => return Err(describe(&err)),
     };
-    de.end().map_err(|_| ApiError::malformed("Malformed JSON: trailing characters"))?;
+    de.end()
+        .map_err(|_| ApiError::malformed("Malformed JSON: trailing characters"))?;
     Ok(value)
 }
 
@@ -71,7 +72,11 @@ fn describe(err: &serde_path_to_error::Error<serde_json::Error>) -> ApiError {
             let text = inner.to_string();
             if let Some(rest) = text.strip_prefix("missing field `") {
                 let field = rest.split('`').next().unwrap_or_default();
-                let field = if path == "." { field.to_owned() } else { format!("{path}.{field}") };
+                let field = if path == "." {
+                    field.to_owned()
+                } else {
+                    format!("{path}.{field}")
+                };
                 return ApiError::malformed(format!("Missing field: {field}"));
             }
             if path == "." {
@@ -89,7 +94,9 @@ pub(crate) fn backend_app(
     headers: &HeaderMap,
     body_app: Option<&str>,
 ) -> Result<Arc<Application>, ApiError> {
-    let header_app = headers.get("x-application-uuid").map(|v| v.to_str().unwrap_or("?").trim());
+    let header_app = headers
+        .get("x-application-uuid")
+        .map(|v| v.to_str().unwrap_or("?").trim());
     let uuid = match (body_app, header_app) {
         (Some(body), Some(header)) if body.trim() != header => return Err(ApiError::app_mismatch()),
         (Some(given), _) | (None, Some(given)) => parse_app(given)?,
@@ -117,12 +124,20 @@ impl FromRequestParts<AppState> for Caller {
             .headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
             .map(str::trim)
             .filter(|t| !t.is_empty() && t.len() <= 8192)
             .ok_or(Error::InvalidJwt)?;
         let app_header = match parts.headers.get("x-application-uuid") {
-            Some(v) => Some(v.to_str().ok().and_then(|s| Uuid::parse_str(s.trim()).ok()).ok_or(Error::InvalidJwt)?),
+            Some(v) => Some(
+                v.to_str()
+                    .ok()
+                    .and_then(|s| Uuid::parse_str(s.trim()).ok())
+                    .ok_or(Error::InvalidJwt)?,
+            ),
             None => None,
         };
         Ok(Caller(state.engine.authenticate(token, app_header).await?))

@@ -40,20 +40,36 @@ impl Batch {
     /// # Errors
     ///
     /// Returns the codec error if the record cannot be encoded.
-    pub fn put<R: Record>(&mut self, space: Space, key: impl Into<Vec<u8>>, record: &R) -> Result<()> {
+    pub fn put<R: Record>(
+        &mut self,
+        space: Space,
+        key: impl Into<Vec<u8>>,
+        record: &R,
+    ) -> Result<()> {
         let value = record.encode()?;
-        self.ops.push(Op::Put { space, key: key.into(), value });
+        self.ops.push(Op::Put {
+            space,
+            key: key.into(),
+            value,
+        });
         Ok(())
     }
 
     /// Adds a raw value (index entries).
     pub fn put_raw(&mut self, space: Space, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
-        self.ops.push(Op::Put { space, key: key.into(), value: value.into() });
+        self.ops.push(Op::Put {
+            space,
+            key: key.into(),
+            value: value.into(),
+        });
     }
 
     /// Adds a removal.
     pub fn delete(&mut self, space: Space, key: impl Into<Vec<u8>>) {
-        self.ops.push(Op::Delete { space, key: key.into() });
+        self.ops.push(Op::Delete {
+            space,
+            key: key.into(),
+        });
     }
 
     /// Whether the batch has no writes.

@@ -37,10 +37,16 @@ pub trait Record: Serialize + DeserializeOwned {
     /// [`Error::Codec`] for a corrupt body.
     fn decode(bytes: &[u8]) -> Result<Self> {
         let Some((&version, body)) = bytes.split_first() else {
-            return Err(Error::UnknownVersion { kind: Self::KIND, version: 0 });
+            return Err(Error::UnknownVersion {
+                kind: Self::KIND,
+                version: 0,
+            });
         };
         if version != Self::VERSION {
-            return Err(Error::UnknownVersion { kind: Self::KIND, version });
+            return Err(Error::UnknownVersion {
+                kind: Self::KIND,
+                version,
+            });
         }
         serde_json::from_slice(body).map_err(|source| Error::Codec {
             kind: Self::KIND,

@@ -37,7 +37,9 @@ pub struct FjallStore {
 
 impl std::fmt::Debug for FjallStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FjallStore").field("stats", &self.stats()).finish()
+        f.debug_struct("FjallStore")
+            .field("stats", &self.stats())
+            .finish()
     }
 }
 
@@ -56,7 +58,12 @@ impl FjallStore {
 
         let counters = Arc::new(Counters::default());
         let (sender, receiver) = mpsc::channel();
-        let writer = Writer { db, spaces: spaces.clone(), durability, counters: counters.clone() };
+        let writer = Writer {
+            db,
+            spaces: spaces.clone(),
+            durability,
+            counters: counters.clone(),
+        };
         let handle = std::thread::Builder::new()
             .name("latchkey-writer".into())
             .spawn(move || writer.run(&receiver))
@@ -95,7 +102,9 @@ impl Store for FjallStore {
     fn commit(&self, batch: Batch) -> Commit {
         let (done, wait) = oneshot::channel();
         let sent = match self.sender.lock() {
-            Ok(guard) => guard.as_ref().map(|s| s.send(Request { batch, done }).is_ok()),
+            Ok(guard) => guard
+                .as_ref()
+                .map(|s| s.send(Request { batch, done }).is_ok()),
             Err(_) => None,
         };
         Box::pin(async move {

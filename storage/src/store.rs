@@ -63,6 +63,8 @@ pub trait StoreExt {
 
 impl<S: Store + ?Sized> StoreExt for S {
     fn load<R: Record>(&self, space: Space, key: &[u8]) -> Result<Option<R>> {
-        self.get(space, key)?.map(|bytes| R::decode(&bytes)).transpose()
+        self.get(space, key)?
+            .map(|bytes| R::decode(&bytes))
+            .transpose()
     }
 }

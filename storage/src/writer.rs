@@ -50,8 +50,10 @@ impl Writer {
                 }
             }
 
-            let results: Vec<Result<()>> =
-                group.iter_mut().map(|r| self.apply(std::mem::take(&mut r.batch))).collect();
+            let results: Vec<Result<()>> = group
+                .iter_mut()
+                .map(|r| self.apply(std::mem::take(&mut r.batch)))
+                .collect();
 
             let synced = self.sync_group();
 

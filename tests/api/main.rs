@@ -1,1 +1,17 @@
+//! Black-box tests over real TCP against a server on a fresh fjall data directory.
+//!
+//! One test binary (see STYLE.md): this file only declares the modules; `helpers` has the
+//! harness that every module uses.
 
+// Tests fail loudly: a panic is the failure report.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod flow;
+// Not every test module uses every helper.
+#[allow(dead_code)]
+mod helpers;

@@ -46,7 +46,11 @@ impl UserState {
         let secrets = &self.shared.ctx.secrets;
         let (user, app) = self.user()?;
         let settings = &app.settings;
-        let found = self.loaded.as_ref().and_then(|l| l.devices.get(&device)).filter(|d| d.active);
+        let found = self
+            .loaded
+            .as_ref()
+            .and_then(|l| l.devices.get(&device))
+            .filter(|d| d.active);
 
         // == Checks, in the contract's order: device, locks, authKey, PIN
         let Some(dev) = found else {
@@ -61,7 +65,11 @@ impl UserState {
         if dev.user_locked || dev.locked_until.is_some_and(|until| until > now) {
             return Err(Error::TemporarilyLocked);
         }
-        if !secrets.verify(Purpose::AuthKey, auth_key.as_bytes(), dev.auth_key_hash.as_deref()) {
+        if !secrets.verify(
+            Purpose::AuthKey,
+            auth_key.as_bytes(),
+            dev.auth_key_hash.as_deref(),
+        ) {
             return Err(Error::StaleAuthKey);
         }
         let pin_ok = match credential {
@@ -113,7 +121,8 @@ impl UserState {
     ) -> Result<Grant> {
         let (user, _) = self.user()?;
         let user_uuid = user.uuid;
-        self.redeem(ids::activate_user(user_uuid), token, now).await?;
+        self.redeem(ids::activate_user(user_uuid), token, now)
+            .await?;
 
         let mut user = user.clone();
         user.active = true;
@@ -131,7 +140,11 @@ impl UserState {
         Ok(grant)
     }
 
-    pub(super) async fn add_device(&mut self, name: String, now: u64) -> Result<(Uuid, String, String)> {
+    pub(super) async fn add_device(
+        &mut self,
+        name: String,
+        now: u64,
+    ) -> Result<(Uuid, String, String)> {
         let (user, app) = self.user()?;
         if user.forbid_adding_devices {
             return Err(Error::AddingDevicesForbidden);
@@ -147,7 +160,11 @@ impl UserState {
             app: app.uuid,
             user: user.uuid,
             device: Some(device.uuid),
-            secret_hash: self.shared.ctx.secrets.hash(Purpose::Token, token.as_bytes()),
+            secret_hash: self
+                .shared
+                .ctx
+                .secrets
+                .hash(Purpose::Token, token.as_bytes()),
             created: now,
             deadline: now + settings.activation_token_ttl_secs,
             attempts: 0,
@@ -178,7 +195,8 @@ impl UserState {
         let Some(mut next) = pending else {
             return Err(Error::DeviceNotFound);
         };
-        self.redeem(ids::activate_device(device), token, now).await?;
+        self.redeem(ids::activate_device(device), token, now)
+            .await?;
 
         next.active = true;
         next.last_login = Some(now);
@@ -193,7 +211,10 @@ impl UserState {
         let (user, app) = self.user()?;
         let settings = app.settings.clone();
         let (user_uuid, app_uuid, email) = (user.uuid, app.uuid, user.email.clone());
-        let dev = self.device(device).filter(|d| d.active).ok_or(Error::DeviceNotFound)?;
+        let dev = self
+            .device(device)
+            .filter(|d| d.active)
+            .ok_or(Error::DeviceNotFound)?;
         if user.locked || dev.admin_locked {
             return Err(Error::AdminLocked);
         }
@@ -208,7 +229,11 @@ impl UserState {
             app: app_uuid,
             user: user_uuid,
             device: Some(device),
-            secret_hash: self.shared.ctx.secrets.hash(Purpose::Token, token.as_bytes()),
+            secret_hash: self
+                .shared
+                .ctx
+                .secrets
+                .hash(Purpose::Token, token.as_bytes()),
             created: now,
             deadline: now + settings.reset_token_ttl_secs,
             attempts: 0,
@@ -234,7 +259,10 @@ impl UserState {
         let (user, app) = self.user()?;
         let settings = app.settings.clone();
         let user_locked = user.locked;
-        let dev = self.device(device).filter(|d| d.active).ok_or(Error::DeviceNotFound)?;
+        let dev = self
+            .device(device)
+            .filter(|d| d.active)
+            .ok_or(Error::DeviceNotFound)?;
         if user_locked || dev.admin_locked {
             return Err(Error::AdminLocked);
         }
@@ -300,7 +328,11 @@ impl UserState {
         let verdict = self
             .shared
             .sessions
-            .call(&session, |reply| SessionMsg::Verify { secret: secret.clone(), now, reply })
+            .call(&session, |reply| SessionMsg::Verify {
+                secret: secret.clone(),
+                now,
+                reply,
+            })
             .await??;
         match verdict {
             Verdict::Accepted => Ok(()),
@@ -313,10 +345,21 @@ impl UserState {
     fn rotate(&self, device: &mut DeviceRecord) -> Result<Grant> {
         let auth_key = crypto::random_secret()?;
         let auth_key_uuid = Uuid::new_v4();
-        device.auth_key_hash = Some(self.shared.ctx.secrets.hash(Purpose::AuthKey, auth_key.as_bytes()));
+        device.auth_key_hash = Some(
+            self.shared
+                .ctx
+                .secrets
+                .hash(Purpose::AuthKey, auth_key.as_bytes()),
+        );
         device.auth_key_uuid = Some(auth_key_uuid);
         let sid = *device.sid.get_or_insert_with(Uuid::new_v4);
-        Ok(Grant { user: device.user, device: device.uuid, sid, auth_key, auth_key_uuid })
+        Ok(Grant {
+            user: device.user,
+            device: device.uuid,
+            sid,
+            auth_key,
+            auth_key_uuid,
+        })
     }
 
     pub(super) fn device(&self, device: Uuid) -> Option<&DeviceRecord> {

@@ -90,7 +90,12 @@ impl UserState {
 
     pub(super) fn device_views(&self, now: u64) -> Result<Vec<DeviceView>> {
         self.user()?;
-        let devices = self.loaded.as_ref().map(|l| l.devices.values()).into_iter().flatten();
+        let devices = self
+            .loaded
+            .as_ref()
+            .map(|l| l.devices.values())
+            .into_iter()
+            .flatten();
         Ok(devices
             .map(|d| DeviceView {
                 device_uuid: d.uuid,
@@ -123,9 +128,18 @@ impl UserState {
         let (user, _) = self.user()?;
         let mut batch = Batch::new();
         batch.delete(Space::Users, user.uuid.as_bytes().to_vec());
-        batch.delete(Space::Usernames, latchkey_storage::uuid_str_key(user.app, &user.username_key));
+        batch.delete(
+            Space::Usernames,
+            latchkey_storage::uuid_str_key(user.app, &user.username_key),
+        );
         let mut sessions = vec![ids::activate_user(user.uuid)];
-        for device in self.loaded.as_ref().map(|l| l.devices.keys()).into_iter().flatten() {
+        for device in self
+            .loaded
+            .as_ref()
+            .map(|l| l.devices.keys())
+            .into_iter()
+            .flatten()
+        {
             batch.delete(Space::Devices, pair_key(user.uuid, *device));
             sessions.extend([ids::activate_device(*device), ids::reset_pin(*device)]);
         }
@@ -169,7 +183,8 @@ impl UserState {
         if let Ok(loaded) = self.loaded_mut() {
             loaded.devices.remove(&device);
         }
-        self.revoke_sessions(vec![ids::activate_device(device), ids::reset_pin(device)]).await;
+        self.revoke_sessions(vec![ids::activate_device(device), ids::reset_pin(device)])
+            .await;
         Ok(())
     }
 
@@ -177,7 +192,11 @@ impl UserState {
     pub(super) fn keep_only_auth_key(&self, device: Uuid, keep: Uuid) -> Result<()> {
         self.user()?;
         let dev = self.device(device).ok_or(Error::Forbidden)?;
-        if dev.auth_key_uuid == Some(keep) { Ok(()) } else { Err(Error::StaleAuthKey) }
+        if dev.auth_key_uuid == Some(keep) {
+            Ok(())
+        } else {
+            Err(Error::StaleAuthKey)
+        }
     }
 
     async fn revoke_sessions(&self, ids: Vec<String>) {

@@ -31,7 +31,13 @@ pub(crate) async fn activate_user(
     let pin = HashedPin::parse(&req.hashed_pin)?;
     let tokens = state
         .engine
-        .activate_user(&app, &req.username, &req.activation_token, pin, &req.device_name)
+        .activate_user(
+            &app,
+            &req.username,
+            &req.activation_token,
+            pin,
+            &req.device_name,
+        )
         .await?;
     Ok(success(grant(&tokens, true)))
 }
@@ -98,7 +104,10 @@ pub(crate) async fn login(
     })))
 }
 
-pub(crate) async fn logout(State(state): State<AppState>, Caller(who): Caller) -> Result<Response, ApiError> {
+pub(crate) async fn logout(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+) -> Result<Response, ApiError> {
     state.engine.logout(&who).await?;
     Ok(done())
 }
@@ -140,8 +149,10 @@ pub(crate) async fn reset_pin(
     let app = backend_app(&state, &headers, req.application_uuid.as_deref())?;
     let pin = HashedPin::parse(&req.hashed_pin)?;
     let device = device_id(&req.device_uuid)?;
-    let tokens =
-        state.engine.reset_pin(&app, &req.username, device, &req.reset_pin_token, pin).await?;
+    let tokens = state
+        .engine
+        .reset_pin(&app, &req.username, device, &req.reset_pin_token, pin)
+        .await?;
     Ok(success(grant(&tokens, false)))
 }
 
@@ -153,8 +164,8 @@ pub(crate) fn grant(tokens: &Tokens, with_user: bool) -> Value {
         "authKeyUuid": tokens.auth_key_uuid,
         "deviceUuid": tokens.device_uuid,
     });
-    if with_user {
-        body["userUuid"] = json!(tokens.user_uuid);
+    if let (true, Some(fields)) = (with_user, body.as_object_mut()) {
+        fields.insert("userUuid".into(), json!(tokens.user_uuid));
     }
     body
 }

@@ -29,7 +29,10 @@ pub(crate) async fn patch(
     Body(req): Body<Patch>,
 ) -> Result<Response, ApiError> {
     let device = path_uuid(&device, Error::Forbidden)?;
-    let patch = DevicePatch { locked: req.locked, device_name: req.device_name };
+    let patch = DevicePatch {
+        locked: req.locked,
+        device_name: req.device_name,
+    };
     state.engine.patch_device(&who, device, patch).await?;
     Ok(done())
 }
@@ -57,7 +60,9 @@ pub(crate) async fn delete_auth_keys(
     Query(query): Query<KeepQuery>,
 ) -> Result<Response, ApiError> {
     let device = path_uuid(&device, Error::Forbidden)?;
-    let keep = query.auth_key_uuid.ok_or(Error::MissingField("authKeyUuid"))?;
+    let keep = query
+        .auth_key_uuid
+        .ok_or(Error::MissingField("authKeyUuid"))?;
     let keep = path_uuid(&keep, Error::StaleAuthKey)?;
     state.engine.keep_only_auth_key(&who, device, keep).await?;
     Ok(done())
@@ -88,6 +93,9 @@ pub(crate) async fn reset_pin(
 ) -> Result<Response, ApiError> {
     let device = path_uuid(&device, Error::Forbidden)?;
     let pin = HashedPin::parse(&req.hashed_pin)?;
-    let tokens = state.engine.device_reset_pin(&who, device, &req.reset_pin_token, pin).await?;
+    let tokens = state
+        .engine
+        .device_reset_pin(&who, device, &req.reset_pin_token, pin)
+        .await?;
     Ok(success(grant(&tokens, false)))
 }

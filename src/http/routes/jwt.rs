@@ -15,7 +15,10 @@ use crate::http::{
     extract::{Caller, parse_app},
 };
 
-pub(crate) async fn renew(State(state): State<AppState>, Caller(who): Caller) -> Result<Response, ApiError> {
+pub(crate) async fn renew(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+) -> Result<Response, ApiError> {
     let token = state.engine.renew(&who)?;
     Ok(success(json!({"accessToken": access_token(&token)})))
 }
@@ -30,7 +33,9 @@ pub(crate) async fn public_key(
     State(state): State<AppState>,
     Query(query): Query<AppQuery>,
 ) -> Result<Response, ApiError> {
-    let app = query.application_uuid.ok_or(Error::MissingField("applicationUuid"))?;
+    let app = query
+        .application_uuid
+        .ok_or(Error::MissingField("applicationUuid"))?;
     let info = state.engine.public_key(parse_app(&app)?)?;
     Ok(success(json!({
         "publicKey": info.public_key,

@@ -26,7 +26,11 @@ pub(crate) async fn create_user(
     Body(req): Body<NewUser>,
 ) -> Result<Response, ApiError> {
     let app = backend_app(&state, &headers, req.application_uuid.as_deref())?;
-    let request = SignUp { username: req.username, email: req.email, mobile_number: req.mobile_number };
+    let request = SignUp {
+        username: req.username,
+        email: req.email,
+        mobile_number: req.mobile_number,
+    };
     let created = state.engine.sign_up(&app, request).await?;
     Ok(success(json!({"activationToken": created.token})))
 }
@@ -45,7 +49,10 @@ pub(crate) async fn create_device(
     Body(req): Body<NewDevice>,
 ) -> Result<Response, ApiError> {
     let app = backend_app(&state, &headers, req.application_uuid.as_deref())?;
-    let added = state.engine.add_device(&app, &req.username, &req.device_name).await?;
+    let added = state
+        .engine
+        .add_device(&app, &req.username, &req.device_name)
+        .await?;
     Ok(success(json!({
         "activationToken": added.token,
         "deviceUuid": added.device_uuid,

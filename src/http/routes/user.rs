@@ -14,7 +14,10 @@ use crate::http::{
     extract::{Body, Caller, path_uuid},
 };
 
-pub(crate) async fn current(State(state): State<AppState>, Caller(who): Caller) -> Result<Response, ApiError> {
+pub(crate) async fn current(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+) -> Result<Response, ApiError> {
     let view = state.engine.user_view(&who, who.user).await?;
     Ok(success(view))
 }
@@ -42,7 +45,10 @@ pub(crate) async fn patch(
     Body(req): Body<Patch>,
 ) -> Result<Response, ApiError> {
     let user = path_uuid(&user, Error::UserNotFound)?;
-    let patch = UserPatch { email: req.email, mobile_number: req.mobile_number };
+    let patch = UserPatch {
+        email: req.email,
+        mobile_number: req.mobile_number,
+    };
     state.engine.patch_user(&who, user, patch).await?;
     Ok(done())
 }
