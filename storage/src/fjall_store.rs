@@ -136,3 +136,97 @@ impl Store for FjallStore {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Record, StoreExt, records::AppRecord};
+
+    fn app(name: &str) -> AppRecord {
+        AppRecord {
+            uuid: uuid::Uuid::new_v4(),
+            name: name.into(),
+            api_key_hash: vec![1],
+            created: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn concurrent_batches_share_fsyncs_and_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let records: Vec<_> = (0..200).map(|i| app(&format!("a{i}"))).collect();
+        {
+            let store = FjallStore::open(dir.path(), Durability::Sync).unwrap();
+            let pending: Vec<_> = records
+                .iter()
+                .map(|r| {
+                    let mut batch = Batch::new();
+                    batch
+                        .put(Space::Apps, r.uuid.as_bytes().to_vec(), r)
+                        .unwrap();
+                    store.commit(batch)
+                })
+                .collect();
+            for commit in pending {
+                commit.await.unwrap();
+            }
+            let stats = store.stats();
+            assert_eq!(stats.batches, 200);
+            assert!(
+                stats.fsyncs >= 1 && stats.fsyncs < 50,
+                "no grouping: {stats:?}"
+            );
+            store.close().unwrap();
+        }
+
+        let store = FjallStore::open(dir.path(), Durability::Sync).unwrap();
+        for r in &records {
+            let back: AppRecord = store.load(Space::Apps, r.uuid.as_bytes()).unwrap().unwrap();
+            assert_eq!(&back, r);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_lands_whole_and_deletes_apply() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FjallStore::open(dir.path(), Durability::Buffered).unwrap();
+        let mut batch = Batch::new();
+        batch.put_raw(Space::Usernames, b"k1".to_vec(), b"v1".to_vec());
+        batch.put_raw(Space::Users, b"k2".to_vec(), b"v2".to_vec());
+        store.commit(batch).await.unwrap();
+        assert_eq!(
+            store.get(Space::Usernames, b"k1").unwrap(),
+            Some(b"v1".to_vec())
+        );
+        assert_eq!(
+            store.get(Space::Users, b"k2").unwrap(),
+            Some(b"v2".to_vec())
+        );
+        assert_eq!(store.stats().fsyncs, 0, "buffered mode issues no fsync");
+
+        let mut batch = Batch::new();
+        batch.delete(Space::Usernames, b"k1".to_vec());
+        store.commit(batch).await.unwrap();
+        assert_eq!(store.get(Space::Usernames, b"k1").unwrap(), None);
+        assert_eq!(store.scan_prefix(Space::Users, b"k").unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_second_process_cannot_open_a_held_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = FjallStore::open(dir.path(), Durability::Sync).unwrap();
+        let second = FjallStore::open(dir.path(), Durability::Sync);
+        assert!(matches!(second, Err(Error::Locked)), "{second:?}");
+    }
+
+    #[test]
+    fn records_of_an_unknown_version_are_refused() {
+        let mut bytes = app("x").encode().unwrap();
+        bytes[0] = 9;
+        assert!(matches!(
+            AppRecord::decode(&bytes),
+            Err(Error::UnknownVersion { version: 9, .. })
+        ));
+        assert!(AppRecord::decode(&[]).is_err());
+    }
+}
