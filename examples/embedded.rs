@@ -11,8 +11,7 @@ use tokio::net::TcpListener;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let dir = tempfile::tempdir().context("making a data directory")?;
-    let mut config = Config::default();
-    config.data_dir = dir.path().join("data");
+    let config = Config { data_dir: dir.path().join("data"), ..Config::default() };
 
     // Build: opens the data directory and starts the actors; nothing listens yet.
     let server = Server::build(config).await?;
@@ -40,7 +39,8 @@ async fn main() -> anyhow::Result<()> {
         .await?
         .json()
         .await?;
-    println!("sign-up answered: {}", answer["responseStatus"]["status"]);
+    let status = answer.pointer("/responseStatus/status").cloned().unwrap_or_default();
+    println!("sign-up answered: {status}");
 
     // Graceful stop: stop accepting, drain, stop the actors, flush, release the directory.
     running.stop().await?;
