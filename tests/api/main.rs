@@ -11,7 +11,13 @@
     clippy::indexing_slicing
 )]
 
+mod crash;
 mod flow;
+mod lockout;
+mod restart;
+mod supervision;
+mod usernames;
+
 // Not every test module uses every helper.
 #[allow(dead_code)]
 mod helpers;
