@@ -11,8 +11,13 @@
     clippy::indexing_slicing
 )]
 
+mod authorization;
+mod bad_input;
 mod crash;
+mod devices;
+mod enumeration;
 mod flow;
+mod jwt;
 mod lockout;
 mod restart;
 mod supervision;
