@@ -11,7 +11,10 @@ use tokio::net::TcpListener;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let dir = tempfile::tempdir().context("making a data directory")?;
-    let config = Config { data_dir: dir.path().join("data"), ..Config::default() };
+    let config = Config {
+        data_dir: dir.path().join("data"),
+        ..Config::default()
+    };
 
     // Build: opens the data directory and starts the actors; nothing listens yet.
     let server = Server::build(config).await?;
@@ -39,7 +42,10 @@ async fn main() -> anyhow::Result<()> {
         .await?
         .json()
         .await?;
-    let status = answer.pointer("/responseStatus/status").cloned().unwrap_or_default();
+    let status = answer
+        .pointer("/responseStatus/status")
+        .cloned()
+        .unwrap_or_default();
     println!("sign-up answered: {status}");
 
     // Graceful stop: stop accepting, drain, stop the actors, flush, release the directory.

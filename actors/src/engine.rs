@@ -26,7 +26,7 @@ use crate::{
     crypto::{self, Purpose, Secrets},
     directory::{Directory, DirectoryOptions},
     keyring::kid_of,
-    session::{SessionActor, ids},
+    session::{SessionActor, TOMBSTONE_SECS, ids},
     user::{
         Credential, DevicePatch, DeviceView, Grant, UserActor, UserMsg, UserPatch, UserShared,
         UserView,
@@ -954,12 +954,12 @@ async fn load_secrets(
     Secrets::new(&fresh.credential_key, &fresh.api_key_key)
 }
 
-/// Deletes sessions whose deadline passed while the server was down.
+/// Deletes sessions whose tombstone period ended while the server was down.
 async fn sweep_expired_sessions(store: &Arc<dyn Store>, now: u64) -> Result<()> {
     let mut batch = Batch::new();
     for (key, value) in store.scan_prefix(Space::Sessions, &[])? {
         match SessionRecord::decode(&value) {
-            Ok(record) if record.deadline > now => {}
+            Ok(record) if record.deadline.saturating_add(TOMBSTONE_SECS) > now => {}
             _ => batch.delete(Space::Sessions, key),
         }
     }

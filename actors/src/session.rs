@@ -2,8 +2,9 @@
 //! reset-PIN tokens today; OTPs and other ceremonies later).
 //!
 //! The actor is the only writer of its record, so attempts are counted exactly however many
-//! requests race. A used session stays as a tombstone until its deadline, so that a second
-//! use is told apart from a wrong guess; at the deadline the record deletes itself.
+//! requests race. A used or expired session stays as a tombstone for [`TOMBSTONE_SECS`]
+//! after its deadline, so that a second or late use is told apart from a wrong guess; then
+//! the record deletes itself.
 
 use std::{sync::Arc, time::Duration};
 
@@ -11,6 +12,11 @@ use latchkey_storage::{Batch, Space, StoreExt, records::SessionRecord};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use crate::{Error, Result, context::Context, crypto::Purpose, directory::Child};
+
+/// How long a dead session's record outlives its deadline. Until then a late or second use
+/// answers "expired or used" (and is not counted as a guess); afterwards the record is
+/// swept and a use looks like any wrong token.
+pub(crate) const TOMBSTONE_SECS: u64 = 7 * 24 * 3600;
 
 /// What a verification found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,11 +134,13 @@ impl Actor for SessionActor {
                 let now = state.ctx.clock.now();
                 match state.record.as_ref().map(|r| r.deadline) {
                     Some(deadline) if deadline > now => state.arm(&myself, deadline - now),
-                    Some(_) => {
+                    Some(deadline) if deadline.saturating_add(TOMBSTONE_SECS) <= now => {
                         state.delete().await?;
                         myself.stop(None);
                     }
-                    None => myself.stop(None),
+                    // Past its deadline the record stays as a tombstone, so that a late use
+                    // is told "expired" rather than "wrong"; the actor need not stay.
+                    _ => myself.stop(None),
                 }
             }
             SessionMsg::Passivate => {}

@@ -50,8 +50,15 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
 
 /// Parses a body, naming the offending field without echoing its value.
 pub(crate) fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::malformed("The request body is empty"));
+    // serde would read a JSON array as a struct's fields in order; the contract wants objects.
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        None => return Err(ApiError::malformed("The request body is empty")),
+        Some(b'{') => {}
+        Some(_) => {
+            return Err(ApiError::malformed(
+                "The request body must be a JSON object",
+            ));
+        }
     }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let parsed: Result<T, _> = serde_path_to_error::deserialize(&mut de);

@@ -296,6 +296,9 @@ impl UserState {
         next.bad_reset_tokens = 0;
         next.last_login = Some(now);
         next.sid = None; // a new PIN ends the sessions opened with the old one
+        // The reset proved the user holds the device and receives its tokens: it also lifts
+        // the user's own lock, the way out for a user whose only device is self-locked.
+        next.user_locked = false;
         let grant = self.rotate(&mut next)?;
         self.persist(None, &[&next]).await?;
         self.store_device(next);
