@@ -70,13 +70,14 @@ short() { printf '%s...' "${1:0:8}"; }
 
 # json_obj key=value ...: a JSON object of string values, built safely.
 json_obj() {
-    python3 -c 'import json, sys; print(json.dumps(dict(a.split("=", 1) for a in sys.argv[1:])))' "$@"
+    "$PYTHON" -c 'import json, sys
+print(json.dumps(dict(a.split("=", 1) for a in sys.argv[1:])))' "$@"
 }
 
 # jget PATH [FILE]: a value from the last response (or FILE), by a dotted path such as
 # accessToken.token or devices.0.deviceUuid; empty when absent. Booleans print as JSON.
 jget() {
-    python3 - "$1" "${2:-$WORK/body}" <<'PY'
+    "$PYTHON" - "$1" "${2:-$WORK/body}" <<'PY'
 import json, sys
 try:
     v = json.load(open(sys.argv[2]))
@@ -124,7 +125,8 @@ expect_error() {
     # shellcheck disable=SC2254 # the code is a glob pattern on purpose
     case "$STATUS:$STATE:$CODE" in
         "$2":ERROR:$3) ;;
-        *) die "$1: expected $2 ERROR $3, got $STATUS ${STATE:-?} ${CODE:-<no code>}: $(body_excerpt)" ;;
+        *) die "$1: expected $2 ERROR $3," \
+            "got $STATUS ${STATE:-?} ${CODE:-<no code>}: $(body_excerpt)" ;;
     esac
 }
 
@@ -138,7 +140,7 @@ need_field() {
 # The client side of hashedPin, as the original SDKs compute it:
 # Base64(SHA-512(device salt || PIN)). The salt never leaves the device.
 hashed_pin() {
-    python3 - "$DEVICE_SALT" "$1" <<'PY'
+    "$PYTHON" - "$DEVICE_SALT" "$1" <<'PY'
 import base64, hashlib, sys
 salt = bytes.fromhex(sys.argv[1])
 print(base64.b64encode(hashlib.sha512(salt + sys.argv[2].encode()).digest()).decode())
@@ -147,7 +149,7 @@ PY
 
 # jwt_claim TOKEN PART NAME: a claim from the header (PART=0) or payload (PART=1); no checks.
 jwt_claim() {
-    python3 - "$1" "$2" "$3" <<'PY'
+    "$PYTHON" - "$1" "$2" "$3" <<'PY'
 import base64, json, sys
 p = sys.argv[1].split(".")[int(sys.argv[2])]
 v = json.loads(base64.urlsafe_b64decode(p + "=" * (-len(p) % 4))).get(sys.argv[3], "")
@@ -160,7 +162,7 @@ PY
 verify_jwt() {
     local token=$1 pem=$2 alg=$3 tool=${LK_VERIFY:-}
     if [ -z "$tool" ]; then
-        if python3 -c 'import cryptography' 2>/dev/null; then tool=python; else tool=openssl; fi
+        if "$PYTHON" -c 'import cryptography' 2>/dev/null; then tool=python; else tool=openssl; fi
     fi
     case "$tool" in
         python) verify_with_python "$@" ;;
@@ -171,7 +173,7 @@ verify_jwt() {
 
 verify_with_python() {
     VERIFIED_WITH="python3 cryptography"
-    python3 - "$1" "$2" "$3" <<'PY'
+    "$PYTHON" - "$1" "$2" "$3" <<'PY'
 import base64, sys
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
@@ -206,7 +208,7 @@ verify_with_openssl() {
     local token=$1 pem=$2 alg=$3
     # the signing input and the raw signature bytes; for ECDSA, r || s re-encoded as the DER
     # SEQUENCE { INTEGER r, INTEGER s } that `openssl dgst -verify` expects
-    python3 - "$token" "$alg" "$WORK/signed" "$WORK/sig" <<'PY'
+    "$PYTHON" - "$token" "$alg" "$WORK/signed" "$WORK/sig" <<'PY'
 import base64, sys
 token, alg, signed, sigfile = sys.argv[1:]
 head, body, sig = token.split(".")
@@ -241,7 +243,7 @@ PY
 
 # A token with one character of its payload changed, to show the check can fail.
 tampered() {
-    python3 - "$1" <<'PY'
+    "$PYTHON" - "$1" <<'PY'
 import sys
 h, b, s = sys.argv[1].split(".")
 b = b[:-1] + ("A" if b[-1] != "A" else "B")
@@ -256,17 +258,20 @@ start_server() {
     if [ -z "${LK_BIN:-}" ] && [ ! -x "$bin" ]; then   # run from elsewhere than the repo root
         bin="$(cd "$(dirname "$0")/.." && pwd)/target/release/latchkey"
     fi
-    [ -x "$bin" ] || die "no server binary at $bin: build it with \`cargo build --release\` or set LK_BIN"
+    [ -x "$bin" ] || die "no server binary at $bin: \`cargo build --release\` it or set LK_BIN"
     local port
-    port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    port=$("$PYTHON" -c 'import socket
+s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 
-    "$bin" app create --name walkthrough --data-dir "$WORK/data" >"$WORK/app.out" 2>"$WORK/app.err" \
+    "$bin" app create --name walkthrough --data-dir "$WORK/data" \
+        >"$WORK/app.out" 2>"$WORK/app.err" \
         || die "\`latchkey app create\` failed: $(tail -n 3 "$WORK/app.err")"
     grep '^[[:space:]]*{' "$WORK/app.out" | tail -n 1 >"$WORK/app.json" || true
     LK_APP=$(jget applicationUuid "$WORK/app.json")
     LK_API_KEY=$(jget apiKey "$WORK/app.json")
     [ -n "$LK_APP" ] && [ -n "$LK_API_KEY" ] \
-        || die "\`latchkey app create\` printed no {\"applicationUuid\", \"apiKey\"} line: $(head -c 300 "$WORK/app.out")"
+        || die "\`latchkey app create\` printed no {\"applicationUuid\", \"apiKey\"} line:" \
+            "$(head -c 300 "$WORK/app.out")"
 
     "$bin" serve --data-dir "$WORK/data" --listen "127.0.0.1:$port" >"$WORK/server.log" 2>&1 &
     SERVER_PID=$!
@@ -286,6 +291,9 @@ start_server() {
 
 need curl
 need python3
+# the interpreter itself, once: a version manager's shim (pyenv) costs a fraction of a second
+# on every one of the few dozen calls below
+PYTHON=$(python3 -c 'import sys; print(sys.executable or "python3")')
 
 if [ "${LK_START:-}" = 1 ]; then
     start_server
@@ -298,27 +306,31 @@ LK_URL=${LK_URL%/}
 echo "Latchkey walkthrough against $LK_URL, application $LK_APP"
 
 KEY="x-api-key: $LK_API_KEY"
-USERNAME="walker-$(python3 -c 'import secrets; print(secrets.token_hex(4))')"
+USERNAME="walker-$("$PYTHON" -c 'import secrets; print(secrets.token_hex(4))')"
 # The device's own secret salt; a real client keeps it in its key store.
-DEVICE_SALT=$(python3 -c 'import secrets; print(secrets.token_hex(64))')  # 64 bytes
+DEVICE_SALT=$("$PYTHON" -c 'import secrets; print(secrets.token_hex(64))')  # 64 bytes
 HASHED_PIN=$(hashed_pin "$PIN")
 
 step "liveness: GET /health/live"
-STATUS=$(curl -sS --noproxy '*' --max-time 10 -o /dev/null -w '%{http_code}' "$LK_URL/health/live") \
+STATUS=$(curl -sS --noproxy '*' --max-time 10 -o /dev/null -w '%{http_code}' \
+    "$LK_URL/health/live") \
     || die "no HTTP answer from $LK_URL (is the server running?)"
 [ "$STATUS" = 200 ] || die "/health/live answered $STATUS"
 say "200"
 
 step "sign-up: POST /self-service/user (x-api-key)"
 req POST /self-service/user \
-    "$(json_obj applicationUuid="$LK_APP" username="$USERNAME" email="$USERNAME@example.test")" "$KEY"
+    "$(json_obj applicationUuid="$LK_APP" username="$USERNAME" email="$USERNAME@example.test")" \
+    "$KEY"
 expect_ok "sign-up"
 ACTIVATION_TOKEN=$(need_field activationToken "sign-up")
-[[ $ACTIVATION_TOKEN =~ ^[0-9]{6}$ ]] || die "sign-up: activationToken is not 6 digits: $ACTIVATION_TOKEN"
+[[ $ACTIVATION_TOKEN =~ ^[0-9]{6}$ ]] \
+    || die "sign-up: activationToken is not 6 digits: $ACTIVATION_TOKEN"
 say "$STATUS $STATE  username=$USERNAME  activationToken=$ACTIVATION_TOKEN"
 
 step "activate user: POST /authentication/activate/user (hashedPin computed on the client)"
-say "hashedPin = Base64(SHA-512(64-byte device salt || PIN \"$PIN\")) = $(short "$HASHED_PIN") (${#HASHED_PIN} chars)"
+say "hashedPin = Base64(SHA-512(64-byte device salt || PIN \"$PIN\"))" \
+    "= $(short "$HASHED_PIN") (${#HASHED_PIN} chars)"
 req POST /authentication/activate/user \
     "$(json_obj applicationUuid="$LK_APP" username="$USERNAME" activationToken="$ACTIVATION_TOKEN" \
         hashedPin="$HASHED_PIN" deviceName="walkthrough laptop")" "$KEY"
@@ -361,15 +373,18 @@ step "current user: GET /user/current (Bearer)"
 BEARER="Authorization: Bearer $TOKEN"
 req GET /user/current "" "$BEARER"
 expect_ok "current user"
-[ "$(jget userUuid)" = "$USER_UUID" ] || die "current user: userUuid $(jget userUuid), expected $USER_UUID"
+[ "$(jget userUuid)" = "$USER_UUID" ] \
+    || die "current user: userUuid $(jget userUuid), expected $USER_UUID"
 [ "$(jget username | tr '[:upper:]' '[:lower:]')" = "$USERNAME" ] \
     || die "current user: username $(jget username), expected $USERNAME"
-say "$STATUS $STATE  username=$(jget username)  email=$(jget email)  active=$(jget active)  locked=$(jget locked)"
+say "$STATUS $STATE  username=$(jget username)  email=$(jget email)" \
+    " active=$(jget active)  locked=$(jget locked)"
 
 step "devices: GET /user/$USER_UUID/device (Bearer)"
 req GET "/user/$USER_UUID/device" "" "$BEARER"
 expect_ok "list devices"
-COUNT=$(jget devices | python3 -c 'import json, sys; print(len(json.load(sys.stdin)))' 2>/dev/null) \
+COUNT=$(jget devices | "$PYTHON" -c 'import json, sys; print(len(json.load(sys.stdin)))' \
+    2>/dev/null) \
     || die "list devices: no devices array: $(body_excerpt)"
 [ "$COUNT" = 1 ] || die "list devices: expected 1 device, got $COUNT"
 [ "$(jget devices.0.deviceUuid)" = "$DEVICE_UUID" ] \
