@@ -121,7 +121,11 @@ async fn login_bench(args: &Args, bin: &Path) -> Result<()> {
     if stale > 0 {
         println!("{stale} devices lost their authKey (refused as stale) and were skipped");
     }
-    println!("server RSS after the login phases: {}", server.memory());
+    let actors = report::live_actors(&http_client()?, &server).await;
+    println!(
+        "server RSS after the login phases: {}; {actors}",
+        server.memory()
+    );
     server.stop(args.keep).await
 }
 
@@ -133,16 +137,19 @@ async fn rss_bench(args: &Args, bin: &Path) -> Result<()> {
     let server = Server::start(bin, args.durability.as_deref()).await?;
     println!("server RSS at start: {}", server.memory());
     let devices = register(&server, args.rss_users, args.register_connections).await?;
+    let client = http_client()?;
+    let actors = report::live_actors(&client, &server).await;
+    let registered = devices.len();
     println!(
-        "server RSS after {} registered users: {}",
-        devices.len(),
+        "server RSS after {registered} registered users: {}; {actors}",
         server.memory()
     );
 
     if args.rss_settle > 0 {
         tokio::time::sleep(Duration::from_secs(args.rss_settle)).await;
+        let actors = report::live_actors(&client, &server).await;
         println!(
-            "server RSS {} s later: {}",
+            "server RSS {} s later: {}; {actors}",
             args.rss_settle,
             server.memory()
         );

@@ -8,6 +8,8 @@ use crate::server::{Server, cpu_seconds};
 
 const FSYNCS: &str = "latchkey_store_fsyncs_total";
 const BATCHES: &str = "latchkey_store_batches_total";
+const USER_ACTORS: &str = "latchkey_live_user_actors";
+const SESSION_ACTORS: &str = "latchkey_live_session_actors";
 
 /// Column titles, aligned with [`Row::print`].
 pub(crate) const HEADER: &str = "conns  logins/s  p50 ms  p99 ms  max ms  errors  fsyncs/s  \
@@ -29,8 +31,10 @@ impl Snapshot {
         let metrics = fetch_metrics(client, &server.target.url).await;
         Snapshot {
             at: now(),
-            fsyncs: metrics.as_deref().and_then(|text| counter(text, FSYNCS)),
-            batches: metrics.as_deref().and_then(|text| counter(text, BATCHES)),
+            fsyncs: metrics.as_deref().and_then(|text| sample_sum(text, FSYNCS)),
+            batches: metrics
+                .as_deref()
+                .and_then(|text| sample_sum(text, BATCHES)),
             server_cpu: cpu_seconds(&server.pid.to_string()),
             driver_cpu: cpu_seconds("self"),
         }
@@ -45,8 +49,19 @@ async fn fetch_metrics(client: &reqwest::Client, url: &str) -> Option<String> {
     response.text().await.ok()
 }
 
-/// The sum over all series of a Prometheus counter, whatever its labels.
-fn counter(text: &str, name: &str) -> Option<f64> {
+/// Live actors, for a memory report line: RSS should follow them, not the registered users.
+pub(crate) async fn live_actors(client: &reqwest::Client, server: &Server) -> String {
+    let metrics = fetch_metrics(client, &server.target.url).await;
+    let gauge = |name| metrics.as_deref().and_then(|text| sample_sum(text, name));
+    let users = show(gauge(USER_ACTORS), 0);
+    format!(
+        "live actors: {users} user, {} session",
+        show(gauge(SESSION_ACTORS), 0)
+    )
+}
+
+/// The sum over all series of a Prometheus counter or gauge, whatever its labels.
+fn sample_sum(text: &str, name: &str) -> Option<f64> {
     let values = text.lines().filter_map(|line| {
         let rest = line.strip_prefix(name)?;
         let rest = match rest.strip_prefix('{') {
