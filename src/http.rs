@@ -8,6 +8,7 @@ mod routes {
     pub(crate) mod device;
     pub(crate) mod jwt;
     pub(crate) mod ops;
+    pub(crate) mod otp;
     pub(crate) mod self_service;
     pub(crate) mod user;
 }
@@ -27,7 +28,7 @@ use tower::limit::GlobalConcurrencyLimitLayer;
 use tower_http::trace::TraceLayer;
 
 use envelope::{ApiError, Fault};
-use routes::{authentication, device, jwt, ops, self_service, user};
+use routes::{authentication, device, jwt, ops, otp, self_service, user};
 
 /// The contract's base path.
 pub const BASE: &str = "/authenticate/v1-2";
@@ -84,7 +85,17 @@ pub(crate) fn router(state: AppState, limits: Limits) -> Router {
         .route("/device/{device}/reset-pin", post(device::reset_pin))
         .route("/jwt/renew", get(jwt::renew))
         .route("/jwt/public-key", get(jwt::public_key))
-        .route("/jwt/validate", get(jwt::validate));
+        .route("/jwt/validate", get(jwt::validate))
+        .route("/self-service/otp", post(otp::self_service_issue))
+        .route(
+            "/self-service/otp/validate",
+            post(otp::self_service_validate),
+        )
+        .route("/anonymous-otp", post(otp::anonymous_issue))
+        .route("/anonymous-otp/validate", post(otp::anonymous_validate))
+        .route("/otp/validate", post(otp::validate))
+        .route("/user/{user}/otp", get(otp::own_list).post(otp::own_issue))
+        .route("/user/{user}/otp/validate", post(otp::own_validate));
 
     Router::new()
         .nest(BASE, api)

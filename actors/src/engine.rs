@@ -154,14 +154,14 @@ const SIGNUP_STRIPES: usize = 64;
 /// The domain engine. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Engine {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 #[derive(Debug)]
-struct Inner {
-    ctx: Arc<Context>,
-    users: Directory<UserActor>,
-    sessions: Directory<SessionActor>,
+pub(crate) struct Inner {
+    pub(crate) ctx: Arc<Context>,
+    pub(crate) users: Directory<UserActor>,
+    pub(crate) sessions: Directory<SessionActor>,
     signup: Vec<tokio::sync::Mutex<()>>,
 }
 
@@ -351,6 +351,8 @@ impl Engine {
             attempts: 0,
             max_attempts: app.settings.token_attempts,
             used: false,
+            purpose: None,
+            otp_uuid: None,
         };
 
         // The user, its index entry and its activation session land together or not at all.
@@ -760,7 +762,7 @@ impl Engine {
 
     // == Internals
 
-    fn now(&self) -> u64 {
+    pub(crate) fn now(&self) -> u64 {
         self.inner.ctx.clock.now()
     }
 
@@ -793,7 +795,7 @@ impl Engine {
         self.tokens(app, grant, now)
     }
 
-    async fn call_user<R, F>(&self, user: Uuid, make: F) -> Result<R>
+    pub(crate) async fn call_user<R, F>(&self, user: Uuid, make: F) -> Result<R>
     where
         R: Send + 'static,
         F: Fn(ractor::RpcReplyPort<Result<R>>) -> UserMsg,
@@ -801,7 +803,7 @@ impl Engine {
         self.inner.users.call(&user, make).await?
     }
 
-    fn lookup(&self, app: Uuid, username: &Username) -> Result<Option<Uuid>> {
+    pub(crate) fn lookup(&self, app: Uuid, username: &Username) -> Result<Option<Uuid>> {
         // Limitation: a point read on the async thread; it is served from fjall's memtable or
         // block cache in the common case, but a cold read blocks this worker briefly.
         let found = self
@@ -812,7 +814,7 @@ impl Engine {
         Ok(found.and_then(|bytes| Uuid::from_slice(&bytes).ok()))
     }
 
-    fn require_user(&self, app: &Application, username: &str) -> Result<Uuid> {
+    pub(crate) fn require_user(&self, app: &Application, username: &str) -> Result<Uuid> {
         self.lookup(app.uuid, &Username::parse(username)?)?
             .ok_or(Error::UserNotFound)
     }
@@ -862,7 +864,7 @@ impl Engine {
     }
 }
 
-fn owner(who: &Principal, user: Uuid) -> Result<()> {
+pub(crate) fn owner(who: &Principal, user: Uuid) -> Result<()> {
     if who.user == user {
         Ok(())
     } else {

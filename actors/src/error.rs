@@ -76,6 +76,18 @@ pub enum Error {
     /// Authenticated, but not the owner of the resource.
     #[error("Not allowed to act on another user's resources")]
     Forbidden,
+    /// An OTP request lacks what it needs.
+    #[error("Empty or incomplete OTP request: {0}")]
+    OtpIncomplete(&'static str),
+    /// A wrong OTP; the attempt was evaluated and counted.
+    #[error("Wrong OTP")]
+    OtpWrong,
+    /// The OTP expired, was used or superseded, or has no attempts left; nothing evaluated.
+    #[error("The OTP has expired, was used or replaced, or has no attempts left")]
+    OtpDead,
+    /// The IAM requestor is authenticated but not allowed.
+    #[error("The requestor is not allowed to use the IAM API")]
+    IamForbidden,
     /// An actor did not answer in time or the engine is shutting down.
     #[error("The service is busy or shutting down")]
     Unavailable,
@@ -112,6 +124,10 @@ impl Error {
             Error::ExpiredJwt => "AN-JWTT-1002",
             Error::RevokedJwt => "AN-JWTT-1003",
             Error::Forbidden => "AN-USER-1000",
+            Error::OtpIncomplete(_) => "AN-UOTP-1006",
+            Error::OtpWrong => "AN-UOTP-1010",
+            Error::OtpDead => "AN-UOTP-1011",
+            Error::IamForbidden => "AN-IAM-1001",
             Error::Unavailable => "AN-SYST-1001",
             Error::DataDirLocked => "AN-SYST-1000",
             Error::Internal(_) => "AN-SYST-1000",

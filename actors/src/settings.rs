@@ -57,6 +57,15 @@ pub struct AppSettings {
     pub token_digits: u32,
     /// Lifetime of an access token, in seconds.
     pub access_token_ttl_secs: u64,
+    /// Lifetime of a one-time PIN, in seconds.
+    pub otp_ttl_secs: u64,
+    /// Wrong tries a one-time PIN survives.
+    pub otp_attempts: u32,
+    /// Digits of a one-time PIN.
+    pub otp_digits: u32,
+    /// Where IAM requestor tokens are checked; without it, requestors must hold a Latchkey
+    /// access token of a user with the `iam-admin` role.
+    pub iam: IamSettings,
     /// Signing algorithm of access tokens.
     pub jwt_algorithm: JwtAlgorithm,
 }
@@ -73,7 +82,55 @@ impl Default for AppSettings {
             token_attempts: 5,
             token_digits: 6,
             access_token_ttl_secs: 900,
+            otp_ttl_secs: 300,
+            otp_attempts: 5,
+            otp_digits: 6,
+            iam: IamSettings::default(),
             jwt_algorithm: JwtAlgorithm::ES256,
         }
+    }
+}
+
+/// How IAM requestor tokens are checked.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IamSettings {
+    /// RFC 7662 introspection endpoint; `None` means Latchkey's own tokens and roles.
+    pub introspection_url: Option<String>,
+    /// Client id for introspection (HTTP Basic), if the endpoint wants one.
+    pub introspection_client_id: Option<String>,
+    /// Client secret for introspection.
+    pub introspection_client_secret: Option<String>,
+    /// Introspection timeout, in milliseconds.
+    pub introspection_timeout_ms: u64,
+    /// How long an introspection answer is reused, in seconds.
+    pub introspection_cache_secs: u64,
+}
+
+impl Default for IamSettings {
+    fn default() -> Self {
+        Self {
+            introspection_url: None,
+            introspection_client_id: None,
+            introspection_client_secret: None,
+            introspection_timeout_ms: 2000,
+            introspection_cache_secs: 30,
+        }
+    }
+}
+
+impl std::fmt::Debug for IamSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IamSettings")
+            .field("introspection_url", &self.introspection_url)
+            .field("introspection_client_id", &self.introspection_client_id)
+            .field(
+                "introspection_client_secret",
+                &self
+                    .introspection_client_secret
+                    .as_ref()
+                    .map(|_| "[redacted]"),
+            )
+            .finish()
     }
 }

@@ -126,6 +126,10 @@ pub enum SessionKind {
     ActivateDevice,
     /// A reset-PIN token.
     ResetPin,
+    /// A one-time PIN of a user for one purpose.
+    Otp,
+    /// A one-time PIN bound only to its otpUuid (no user).
+    AnonymousOtp,
 }
 
 /// A pending flow with a deadline and an attempt count.
@@ -153,6 +157,12 @@ pub struct SessionRecord {
     pub max_attempts: u32,
     /// Used: kept as a tombstone until the deadline, so a second use is recognised.
     pub used: bool,
+    /// What a one-time PIN is for.
+    #[serde(default)]
+    pub purpose: Option<String>,
+    /// The public id of a one-time PIN.
+    #[serde(default)]
+    pub otp_uuid: Option<Uuid>,
 }
 
 impl Record for SessionRecord {

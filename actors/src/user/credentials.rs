@@ -170,6 +170,8 @@ impl UserState {
             attempts: 0,
             max_attempts: settings.token_attempts,
             used: false,
+            purpose: None,
+            otp_uuid: None,
         };
 
         // A new device id has no live session actor, so its session is written with it.
@@ -239,6 +241,8 @@ impl UserState {
             attempts: 0,
             max_attempts: settings.token_attempts,
             used: false,
+            purpose: None,
+            otp_uuid: None,
         };
         let id = session.id.clone();
         let session = Box::new(session);
