@@ -6,6 +6,7 @@ mod extract;
 mod routes {
     pub(crate) mod authentication;
     pub(crate) mod device;
+    pub(crate) mod iam;
     pub(crate) mod jwt;
     pub(crate) mod ops;
     pub(crate) mod otp;
@@ -28,7 +29,7 @@ use tower::limit::GlobalConcurrencyLimitLayer;
 use tower_http::trace::TraceLayer;
 
 use envelope::{ApiError, Fault};
-use routes::{authentication, device, jwt, ops, otp, self_service, user};
+use routes::{authentication, device, iam, jwt, ops, otp, self_service, user};
 
 /// The contract's base path.
 pub const BASE: &str = "/authenticate/v1-2";
@@ -95,7 +96,21 @@ pub(crate) fn router(state: AppState, limits: Limits) -> Router {
         .route("/anonymous-otp/validate", post(otp::anonymous_validate))
         .route("/otp/validate", post(otp::validate))
         .route("/user/{user}/otp", get(otp::own_list).post(otp::own_issue))
-        .route("/user/{user}/otp/validate", post(otp::own_validate));
+        .route("/user/{user}/otp/validate", post(otp::own_validate))
+        .route(
+            "/iam/user",
+            get(iam::get_user).patch(iam::patch_user_by_query),
+        )
+        .route(
+            "/iam/user/{user}",
+            patch(iam::patch_user).delete(iam::delete_user),
+        )
+        .route("/iam/user/{user}/device", get(iam::devices))
+        .route(
+            "/iam/user/{user}/device/{device}",
+            patch(iam::patch_device).delete(iam::delete_device),
+        )
+        .route("/iam/user/{user}/otp", post(iam::issue_otp));
 
     Router::new()
         .nest(BASE, api)

@@ -37,6 +37,33 @@ enum Command {
         #[command(subcommand)]
         command: AppCommand,
     },
+    /// Manage users (server stopped).
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Give a user a role, such as iam-admin.
+    Grant {
+        /// The applicationUuid.
+        #[arg(long)]
+        app: uuid::Uuid,
+        /// The username.
+        #[arg(long)]
+        username: String,
+        /// The role.
+        #[arg(long)]
+        role: String,
+        /// Data directory [default: ./data].
+        #[arg(long, env = "LATCHKEY_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+        /// TOML configuration file.
+        #[arg(long, env = "LATCHKEY_CONFIG")]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -101,6 +128,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let config = load_config(config.as_deref(), data_dir)?;
             create_app(config, &name).await
         }
+        Command::User {
+            command:
+                UserCommand::Grant {
+                    app,
+                    username,
+                    role,
+                    data_dir,
+                    config,
+                },
+        } => {
+            let config = load_config(config.as_deref(), data_dir)?;
+            grant_role(config, app, &username, &role).await
+        }
     }
 }
 
@@ -157,6 +197,39 @@ async fn create_app(config: Config, name: &str) -> anyhow::Result<()> {
         serde_json::json!({"applicationUuid": app.uuid, "apiKey": api_key})
     );
     Ok(())
+}
+
+async fn grant_role(
+    config: Config,
+    app: uuid::Uuid,
+    username: &str,
+    role: &str,
+) -> anyhow::Result<()> {
+    let server = open_stopped(config).await?;
+    let granted = async {
+        let app = server.engine().app(app).context("no such application")?;
+        server
+            .engine()
+            .grant_role(&app, username, role)
+            .await
+            .context("no such user")
+    }
+    .await;
+    server.engine().shutdown().await?;
+    granted?;
+    println!("granted {role} to {username}");
+    Ok(())
+}
+
+/// Opens the data directory for a command that needs the server stopped.
+async fn open_stopped(config: Config) -> anyhow::Result<Server> {
+    let data_dir = config.data_dir.clone();
+    Server::build(config).await.with_context(|| {
+        format!(
+            "opening the data directory {} (stop the server first)",
+            data_dir.display()
+        )
+    })
 }
 
 async fn shutdown_signal() {

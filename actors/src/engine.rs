@@ -162,6 +162,8 @@ pub(crate) struct Inner {
     pub(crate) ctx: Arc<Context>,
     pub(crate) users: Directory<UserActor>,
     pub(crate) sessions: Directory<SessionActor>,
+    pub(crate) iam_cache: crate::iam::IntrospectionCache,
+    pub(crate) http: reqwest::Client,
     signup: Vec<tokio::sync::Mutex<()>>,
 }
 
@@ -204,13 +206,21 @@ impl Engine {
             .map(|_| tokio::sync::Mutex::new(()))
             .collect();
 
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .map_err(Error::internal)?;
+        let iam_cache = crate::iam::IntrospectionCache::default();
+        let inner = Inner {
+            ctx,
+            users,
+            sessions,
+            iam_cache,
+            http,
+            signup,
+        };
         Ok(Self {
-            inner: Arc::new(Inner {
-                ctx,
-                users,
-                sessions,
-                signup,
-            }),
+            inner: Arc::new(inner),
         })
     }
 
@@ -888,7 +898,7 @@ fn foreign_device(e: Error) -> Error {
     }
 }
 
-fn validate_email(raw: &str) -> Result<String> {
+pub(crate) fn validate_email(raw: &str) -> Result<String> {
     let bad = |reason| Error::InvalidField {
         field: "email",
         reason,
@@ -910,7 +920,7 @@ fn validate_email(raw: &str) -> Result<String> {
     }
 }
 
-fn validate_mobile(raw: &str) -> Result<String> {
+pub(crate) fn validate_mobile(raw: &str) -> Result<String> {
     let ok = raw.len() <= 32
         && raw
             .chars()
@@ -925,7 +935,7 @@ fn validate_mobile(raw: &str) -> Result<String> {
     }
 }
 
-fn validate_device_name(raw: &str) -> Result<String> {
+pub(crate) fn validate_device_name(raw: &str) -> Result<String> {
     let len = raw.chars().count();
     if len == 0 || len > 128 || raw.chars().any(char::is_control) {
         return Err(Error::InvalidField {

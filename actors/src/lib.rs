@@ -21,6 +21,7 @@ mod crypto;
 mod directory;
 mod engine;
 mod error;
+mod iam;
 mod input;
 mod keyring;
 mod otp;
@@ -35,9 +36,10 @@ pub use engine::{
     Activation, Engine, EngineOptions, LoginRequest, Principal, PublicKeyInfo, SignUp, Tokens,
 };
 pub use error::{Error, Result};
+pub use iam::{IAM_ADMIN, Requestor, UserRef};
 pub use input::{HashedPin, Username, parse_code};
 pub use keyring::{AccessClaims, KeyRing, SigningKey};
 pub use latchkey_storage::{Durability, StoreStats};
 pub use otp::{IssuedOtp, OtpSubject, PendingOtp};
 pub use settings::{AppSettings, JwtAlgorithm};
-pub use user::{DevicePatch, DeviceView, UserPatch, UserView};
+pub use user::{AdminUserPatch, DevicePatch, DeviceView, UserPatch, UserView};

@@ -23,7 +23,7 @@ use crate::{
 };
 
 pub(crate) use credentials::{Credential, Grant};
-pub use manage::{DevicePatch, DeviceView, UserPatch, UserView};
+pub use manage::{AdminUserPatch, DevicePatch, DeviceView, UserPatch, UserView};
 
 pub(crate) enum UserMsg {
     Login {
@@ -95,6 +95,13 @@ pub(crate) enum UserMsg {
         keep: Uuid,
         reply: RpcReplyPort<Result<()>>,
     },
+    AdminPatch(AdminUserPatch, RpcReplyPort<Result<()>>),
+    AdminPatchDevice {
+        device: Uuid,
+        patch: DevicePatch,
+        reply: RpcReplyPort<Result<()>>,
+    },
+    GrantRole(String, RpcReplyPort<Result<()>>),
     /// Fails the actor as a bug would; the supervision test's hook.
     Crash,
     Passivate,
@@ -299,6 +306,19 @@ impl UserState {
                 reply,
             } => {
                 let _ = reply.send(self.keep_only_auth_key(device, keep));
+            }
+            UserMsg::AdminPatch(patch, reply) => {
+                let _ = reply.send(self.admin_patch(patch).await);
+            }
+            UserMsg::AdminPatchDevice {
+                device,
+                patch,
+                reply,
+            } => {
+                let _ = reply.send(self.admin_patch_device(device, patch).await);
+            }
+            UserMsg::GrantRole(role, reply) => {
+                let _ = reply.send(self.grant_role(role).await);
             }
             UserMsg::Crash | UserMsg::Passivate => {}
         }

@@ -32,6 +32,8 @@ pub struct UserView {
     pub last_login: Option<u64>,
     /// Whether new devices may be added.
     pub forbid_adding_devices: bool,
+    /// Roles such as `iam-admin`.
+    pub roles: Vec<String>,
 }
 
 /// A device as the device list shows it.
@@ -63,6 +65,19 @@ pub struct UserPatch {
     pub mobile_number: Option<String>,
 }
 
+/// An administrator's change to a user (IAM).
+#[derive(Debug, Clone, Default)]
+pub struct AdminUserPatch {
+    /// Lock or unlock (the administrator's lock only).
+    pub locked: Option<bool>,
+    /// New e-mail address.
+    pub email: Option<String>,
+    /// New mobile number.
+    pub mobile_number: Option<String>,
+    /// Forbid or allow adding devices.
+    pub forbid_adding_devices: Option<bool>,
+}
+
 /// A change to one of the user's devices.
 #[derive(Debug, Clone, Default)]
 pub struct DevicePatch {
@@ -85,6 +100,7 @@ impl UserState {
             date_created: user.created,
             last_login: user.last_login,
             forbid_adding_devices: user.forbid_adding_devices,
+            roles: user.roles.clone(),
         })
     }
 
@@ -197,6 +213,76 @@ impl UserState {
         } else {
             Err(Error::StaleAuthKey)
         }
+    }
+
+    /// An administrator's lock ends every session of the user, for good.
+    pub(super) async fn admin_patch(&mut self, patch: AdminUserPatch) -> Result<()> {
+        let (user, _) = self.user()?;
+        let mut next = user.clone();
+        let mut devices = Vec::new();
+        if let Some(email) = patch.email {
+            next.email = email;
+        }
+        if let Some(mobile) = patch.mobile_number {
+            next.mobile_number = Some(mobile);
+        }
+        if let Some(forbid) = patch.forbid_adding_devices {
+            next.forbid_adding_devices = forbid;
+        }
+        if let Some(locked) = patch.locked {
+            next.locked = locked;
+            if locked {
+                let all = self
+                    .loaded
+                    .as_ref()
+                    .map(|l| l.devices.values())
+                    .into_iter()
+                    .flatten();
+                devices = all.filter(|d| d.sid.is_some()).cloned().collect();
+                devices.iter_mut().for_each(|d| d.sid = None);
+            }
+        }
+        self.persist(Some(&next), &devices.iter().collect::<Vec<_>>())
+            .await?;
+        self.store_user(next);
+        devices.into_iter().for_each(|d| self.store_device(d));
+        Ok(())
+    }
+
+    /// An administrator's lock of one device, which only an administrator lifts.
+    pub(super) async fn admin_patch_device(
+        &mut self,
+        device: Uuid,
+        patch: DevicePatch,
+    ) -> Result<()> {
+        self.user()?;
+        let mut next = self.device(device).ok_or(Error::DeviceNotFound)?.clone();
+        if let Some(name) = patch.device_name {
+            next.name = name;
+        }
+        match patch.locked {
+            Some(true) => {
+                next.admin_locked = true;
+                next.sid = None;
+            }
+            Some(false) => next.admin_locked = false,
+            None => {}
+        }
+        self.persist(None, &[&next]).await?;
+        self.store_device(next);
+        Ok(())
+    }
+
+    pub(super) async fn grant_role(&mut self, role: String) -> Result<()> {
+        let (user, _) = self.user()?;
+        if user.roles.contains(&role) {
+            return Ok(());
+        }
+        let mut next = user.clone();
+        next.roles.push(role);
+        self.persist(Some(&next), &[]).await?;
+        self.store_user(next);
+        Ok(())
     }
 
     async fn revoke_sessions(&self, ids: Vec<String>) {
