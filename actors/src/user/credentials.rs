@@ -120,6 +120,9 @@ impl UserState {
         now: u64,
     ) -> Result<Grant> {
         let (user, _) = self.user()?;
+        if user.locked {
+            return Err(Error::AdminLocked);
+        }
         let user_uuid = user.uuid;
         self.redeem(ids::activate_user(user_uuid), token, now)
             .await?;
@@ -192,7 +195,9 @@ impl UserState {
         pin: &HashedPin,
         now: u64,
     ) -> Result<Grant> {
-        self.user()?;
+        if self.user()?.0.locked {
+            return Err(Error::AdminLocked);
+        }
         let pending = self.device(device).filter(|d| !d.active).cloned();
         let Some(mut next) = pending else {
             return Err(Error::DeviceNotFound);
