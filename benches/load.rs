@@ -20,6 +20,7 @@ mod server;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -33,7 +34,10 @@ use crate::server::{Server, Target, http_client};
 
 /// Options; `cargo bench` appends `--bench` to every bench binary, so that flag is accepted.
 #[derive(Debug, Parser)]
-#[command(about = "Concurrent PIN logins against a release build of latchkey")]
+#[command(
+    name = "load",
+    about = "Concurrent PIN logins against a release build of latchkey"
+)]
 struct Args {
     /// Users to register (one device each) for the login phases; 0 skips those phases.
     #[arg(long, default_value_t = 1000)]
@@ -66,13 +70,21 @@ struct Args {
     _cargo_bench: bool,
 }
 
-fn main() -> Result<()> {
+/// Errors print as one chain of contexts: a backtrace says nothing to someone running a bench.
+fn main() -> ExitCode {
     let args = Args::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let outcome = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .context("building the tokio runtime")?;
-    runtime.block_on(run(&args))
+        .context("building the tokio runtime")
+        .and_then(|runtime| runtime.block_on(run(&args)));
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 async fn run(args: &Args) -> Result<()> {
@@ -81,7 +93,13 @@ async fn run(args: &Args) -> Result<()> {
         .durability
         .as_deref()
         .unwrap_or("sync (server default)");
-    println!("server {}, durability {mode}", bin.display());
+    // Other work on these cores skews every figure; say so up front.
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load = load.split_whitespace().next().unwrap_or("n/a").to_owned();
+    println!(
+        "server {}, durability {mode}, load average {load}",
+        bin.display()
+    );
 
     if args.users > 0 {
         login_bench(args, &bin).await?;
