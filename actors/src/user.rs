@@ -179,11 +179,12 @@ impl Actor for UserActor {
             _ => {}
         }
         state.ensure_loaded().await?;
-        let gone = state.loaded.as_ref().is_none_or(|l| l.user.is_none());
 
-        let deleted = state.dispatch(msg).await;
-        if gone || deleted {
-            // Nothing left to own: do not keep an actor for a user that does not exist.
+        // An actor for a user that does not exist stays until passivated, like any other:
+        // it stands in for unknown usernames at login, and must cost what a real one costs.
+        // Limitation: probing many unknown usernames keeps many stand-ins in memory until
+        // they are passivated (`actor_idle_secs`); rate limits bound how many.
+        if state.dispatch(msg).await {
             myself.stop(None);
         }
         Ok(())

@@ -25,6 +25,16 @@ pub(crate) enum Credential {
     Pinless,
 }
 
+impl Credential {
+    /// What the PIN check hashes.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        match self {
+            Credential::Pin(pin) => pin.bytes(),
+            Credential::Pinless => b"",
+        }
+    }
+}
+
 /// What a successful proof yields: the new one-time authKey and the session for the JWT.
 #[derive(Debug, Clone)]
 pub(crate) struct Grant {
@@ -44,21 +54,21 @@ impl UserState {
         now: u64,
     ) -> Result<Grant> {
         let secrets = &self.shared.ctx.secrets;
-        let (user, app) = self.user()?;
-        let settings = &app.settings;
-        let found = self
-            .loaded
-            .as_ref()
+        let known = self.user().ok();
+        let found = known
+            .and(self.loaded.as_ref())
             .and_then(|l| l.devices.get(&device))
             .filter(|d| d.active);
 
         // == Checks, in the contract's order: device, locks, authKey, PIN
-        let Some(dev) = found else {
-            // The same hashing as for a known device, so timing does not tell them apart.
+        let (Some((user, app)), Some(dev)) = (known, found) else {
+            // The same hashing as for a known device, so timing does not tell an unknown
+            // user or device from a known one.
             secrets.verify(Purpose::AuthKey, auth_key.as_bytes(), None);
-            secrets.verify(Purpose::Pin, b"", None);
+            secrets.verify(Purpose::Pin, credential.bytes(), None);
             return Err(Error::DeviceNotFound);
         };
+        let settings = &app.settings;
         if user.locked || dev.admin_locked {
             return Err(Error::AdminLocked);
         }
