@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use crate::now;
-use crate::server::{Server, cpu_seconds};
+use crate::server::{Server, cpu_seconds, memory};
 
 const FSYNCS: &str = "latchkey_store_fsyncs_total";
 const BATCHES: &str = "latchkey_store_batches_total";
@@ -13,7 +13,7 @@ const SESSION_ACTORS: &str = "latchkey_live_session_actors";
 
 /// Column titles, aligned with [`Row::print`].
 pub(crate) const HEADER: &str = "conns  logins/s  p50 ms  p99 ms  max ms  errors  fsyncs/s  \
-                                 logins/fsync  batches/fsync  server cpu  driver cpu";
+                                 logins/fsync  batches/fsync  server cpu  driver cpu  RSS MiB";
 
 /// Counters and CPU times read around a phase, so that the phase's own share can be computed.
 #[derive(Debug)]
@@ -23,6 +23,7 @@ pub(crate) struct Snapshot {
     batches: Option<f64>,
     server_cpu: Option<f64>,
     driver_cpu: Option<f64>,
+    rss: Option<f64>,
 }
 
 impl Snapshot {
@@ -37,6 +38,7 @@ impl Snapshot {
                 .and_then(|text| sample_sum(text, BATCHES)),
             server_cpu: cpu_seconds(&server.pid.to_string()),
             driver_cpu: cpu_seconds("self"),
+            rss: memory(server.pid).map(|(_peak, current)| current),
         }
     }
 }
@@ -88,6 +90,8 @@ pub(crate) struct Row {
     batches_per_fsync: Option<f64>,
     server_cpu: Option<f64>,
     driver_cpu: Option<f64>,
+    /// The server's resident memory at the end of the phase: a leak shows as growth per phase.
+    rss: Option<f64>,
 }
 
 impl Row {
@@ -117,12 +121,14 @@ impl Row {
             batches_per_fsync: delta(|s| s.batches).and_then(per_fsync),
             server_cpu: delta(|s| s.server_cpu).map(cpu_percent),
             driver_cpu: delta(|s| s.driver_cpu).map(cpu_percent),
+            rss: after.rss,
         }
     }
 
     pub(crate) fn print(&self) {
         println!(
-            "{:>5}  {:>8.0}  {:>6}  {:>6}  {:>6}  {:>6}  {:>8}  {:>12}  {:>13}  {:>9}%  {:>9}%",
+            "{:>5}  {:>8.0}  {:>6}  {:>6}  {:>6}  {:>6}  {:>8}  \
+             {:>12}  {:>13}  {:>9}%  {:>9}%  {:>7}",
             self.connections,
             self.logins_per_second,
             show(self.p50, 2),
@@ -134,6 +140,7 @@ impl Row {
             show(self.batches_per_fsync, 1),
             show(self.server_cpu, 0),
             show(self.driver_cpu, 0),
+            show(self.rss, 0),
         );
     }
 }

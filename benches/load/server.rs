@@ -245,7 +245,7 @@ pub(crate) fn cpu_seconds(pid: &str) -> Option<f64> {
 }
 
 /// Peak (VmHWM) and current (VmRSS) resident memory of a process, in MiB.
-fn memory(pid: u32) -> Option<(f64, f64)> {
+pub(crate) fn memory(pid: u32) -> Option<(f64, f64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let field = |name: &str| -> Option<f64> {
         let line = status.lines().find(|line| line.starts_with(name))?;
