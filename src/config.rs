@@ -29,6 +29,8 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Requests served at once; more wait.
     pub max_in_flight: usize,
+    /// Seconds a shutdown waits for requests in flight before it stops the engine anyway.
+    pub shutdown_grace_secs: u64,
     /// Hash keys shared by several nodes (Base64); generated per data directory if absent.
     pub secrets: Option<SecretsConfig>,
     /// Settings of applications without their own section.
@@ -75,6 +77,7 @@ impl Default for Config {
             actor_idle_secs: 60,
             max_body_bytes: 64 * 1024,
             max_in_flight: 4096,
+            shutdown_grace_secs: 10,
             secrets: None,
             app_defaults: AppSettings::default(),
             apps: HashMap::new(),
@@ -121,8 +124,40 @@ impl Config {
     /// [`ConfigError::Invalid`] for unknown or mistyped keys.
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
         let config: Self = toml::from_str(text).map_err(|e| ConfigError::Invalid(e.to_string()))?;
-        config.settings_table()?;
+        config.validate()?;
         Ok(config)
+    }
+
+    /// Checks every value that parsed but cannot work.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Invalid`] naming the value.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let table = self.settings_table()?;
+        table
+            .defaults
+            .validate()
+            .map_err(|e| ConfigError::Invalid(format!("[app_defaults]: {e}")))?;
+        for (app, settings) in &table.per_app {
+            settings
+                .validate()
+                .map_err(|e| ConfigError::Invalid(format!("[apps.\"{app}\"]: {e}")))?;
+        }
+        if self.max_in_flight == 0 || self.max_body_bytes == 0 {
+            return Err(ConfigError::Invalid(
+                "max_in_flight and max_body_bytes must be above 0".into(),
+            ));
+        }
+        if let Some(url) = &self.public_url {
+            let scheme_ok = url.starts_with("http://") || url.starts_with("https://");
+            if !scheme_ok || url.contains(char::is_whitespace) {
+                return Err(ConfigError::Invalid(
+                    "public_url must be an http(s) URL".into(),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// A configuration for tests: a data directory, a fast idle time.
@@ -179,6 +214,7 @@ impl Config {
             }
             None => None,
         };
+        self.validate()?;
         let mut options = EngineOptions::new(self.data_dir.clone());
         options.durability = self.durability;
         options.settings = self.settings_table()?;

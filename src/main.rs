@@ -165,6 +165,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("opening the data directory {}", data_dir.display()))?;
 
+    // Bind first: a start that fails must not use up the default application's one-time key.
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
     if let Some(app) = server.ensure_default_app().await? {
         // Standard output, never the log: the key is shown this once and stored only hashed.
         println!("Created the default application. Its API key is shown only this once:");
@@ -174,9 +178,6 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         );
     }
 
-    let listener = TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("binding {listen}"))?;
     tracing::info!(addr = %listen, data_dir = %data_dir.display(), "listening");
     server.serve(listener, shutdown_signal()).await?;
     Ok(())

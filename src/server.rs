@@ -10,6 +10,8 @@ use std::{
     },
 };
 
+use std::time::Duration;
+
 use latchkey_actors::{Clock, Engine};
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use uuid::Uuid;
@@ -118,12 +120,29 @@ impl Server {
         let ready = self.ready.clone();
         let app = http::router(state, limits);
 
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                ready.store(false, Ordering::Release);
-            })
-            .await;
+        let signalled = Arc::new(tokio::sync::Notify::new());
+        let notify = signalled.clone();
+        let graceful = axum::serve(listener, app).with_graceful_shutdown(async move {
+            shutdown.await;
+            ready.store(false, Ordering::Release);
+            notify.notify_one();
+        });
+        // A client that stalls mid-request must not hold the shutdown forever.
+        // Limitation: connections still open at the deadline are left to the runtime; the
+        // engine stops under them, so they can only get errors.
+        let grace = Duration::from_secs(self.config.shutdown_grace_secs);
+        let deadline = async move {
+            signalled.notified().await;
+            tokio::time::sleep(grace).await;
+            tracing::warn!(
+                grace_secs = grace.as_secs(),
+                "requests still open at the deadline"
+            );
+        };
+        let served = tokio::select! {
+            served = graceful => served,
+            () = deadline => Ok(()),
+        };
 
         self.ready.store(false, Ordering::Release);
         let closed = self.engine.shutdown().await;

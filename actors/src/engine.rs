@@ -945,7 +945,8 @@ pub(crate) fn validate_mobile(raw: &str) -> Result<String> {
 
 pub(crate) fn validate_device_name(raw: &str) -> Result<String> {
     let len = raw.chars().count();
-    if len == 0 || len > 128 || raw.chars().any(char::is_control) {
+    let bidi = |c: char| matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}');
+    if len == 0 || len > 128 || raw.chars().any(|c| c.is_control() || bidi(c)) {
         return Err(Error::InvalidField {
             field: "deviceName",
             reason: "must be 1 to 128 characters without control characters",

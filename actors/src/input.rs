@@ -55,16 +55,24 @@ impl Username {
 }
 
 fn is_forbidden(c: char) -> bool {
-    matches!(
-        get_general_category(c),
-        GeneralCategory::Control
-            | GeneralCategory::Format
-            | GeneralCategory::LineSeparator
-            | GeneralCategory::ParagraphSeparator
-            | GeneralCategory::Unassigned
-            | GeneralCategory::Surrogate
-            | GeneralCategory::PrivateUse
-    )
+    // Letters and symbols that render as nothing: fillers, the braille blank, selectors.
+    let blank = matches!(
+        c,
+        '\u{115F}' | '\u{1160}' | '\u{3164}' | '\u{FFA0}' | '\u{2800}' | '\u{034F}'
+            | '\u{FE00}'..='\u{FE0F}'
+            | '\u{E0100}'..='\u{E01EF}'
+    );
+    blank
+        || matches!(
+            get_general_category(c),
+            GeneralCategory::Control
+                | GeneralCategory::Format
+                | GeneralCategory::LineSeparator
+                | GeneralCategory::ParagraphSeparator
+                | GeneralCategory::Unassigned
+                | GeneralCategory::Surrogate
+                | GeneralCategory::PrivateUse
+        )
 }
 
 /// The client's PIN hash: Base64 of a SHA-512 digest (64 bytes, 88 characters).
@@ -145,6 +153,8 @@ mod tests {
             "b\u{200B}ob",
             "b\nob",
             "b\u{2028}ob",
+            "\u{3164}",
+            "b\u{FE0F}",
         ] {
             assert!(Username::parse(bad).is_err(), "{bad:?}");
         }

@@ -70,6 +70,55 @@ pub struct AppSettings {
     pub jwt_algorithm: JwtAlgorithm,
 }
 
+impl AppSettings {
+    /// Checks that the settings can work: a value outside these ranges would make tokens
+    /// impossible to use or locks impossible to end.
+    ///
+    /// # Errors
+    ///
+    /// A message naming the first setting out of range.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        let checks: [(&str, bool); 7] = [
+            (
+                "token_digits must be 4 to 12",
+                (4..=12).contains(&self.token_digits),
+            ),
+            (
+                "otp_digits must be 4 to 12",
+                (4..=12).contains(&self.otp_digits),
+            ),
+            (
+                "token_attempts must be at least 1",
+                self.token_attempts >= 1,
+            ),
+            ("otp_attempts must be at least 1", self.otp_attempts >= 1),
+            (
+                "max_failed_logins must be at least 1",
+                self.max_failed_logins >= 1,
+            ),
+            (
+                "max_bad_reset_tokens must be at least 1",
+                self.max_bad_reset_tokens >= 1,
+            ),
+            (
+                "token lifetimes must be at least 1 second",
+                [
+                    self.activation_token_ttl_secs,
+                    self.reset_token_ttl_secs,
+                    self.access_token_ttl_secs,
+                    self.otp_ttl_secs,
+                ]
+                .iter()
+                .all(|t| *t >= 1),
+            ),
+        ];
+        match checks.iter().find(|(_, ok)| !ok) {
+            Some((message, _)) => Err((*message).to_owned()),
+            None => Ok(()),
+        }
+    }
+}
+
 impl Default for AppSettings {
     fn default() -> Self {
         Self {

@@ -155,3 +155,51 @@ impl FromRequestParts<AppState> for Caller {
 pub(crate) fn path_uuid(raw: &str, err: Error) -> Result<Uuid, ApiError> {
     Uuid::parse_str(raw).map_err(|_| err.into())
 }
+
+/// Query parameters, refused with the envelope (AN-VALI-1002) rather than axum's plain text.
+#[derive(Debug)]
+pub(crate) struct Query<T>(pub(crate) T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| Query(q.0))
+            .map_err(|_| {
+                ApiError::invalid("Invalid query string: a parameter is repeated or malformed")
+            })
+    }
+}
+
+/// Path parameters, refused with the envelope (AN-VALI-1002) rather than axum's plain text.
+#[derive(Debug)]
+pub(crate) struct Path<T>(pub(crate) T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Path<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| Path(p.0))
+            .map_err(|_| ApiError::invalid("Invalid path: a segment is malformed"))
+    }
+}
+
+/// Refuses a back-end call without an API key before its body is read: an unauthenticated
+/// caller learns nothing about the body it sent.
+#[derive(Debug)]
+pub(crate) struct ApiKeyGiven;
+
+impl<S: Send + Sync> FromRequestParts<S> for ApiKeyGiven {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        match parts.headers.get("x-api-key") {
+            Some(key) if !key.is_empty() => Ok(ApiKeyGiven),
+            _ => Err(Error::BadApiKey.into()),
+        }
+    }
+}

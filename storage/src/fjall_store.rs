@@ -119,6 +119,7 @@ impl Store for FjallStore {
         StoreStats {
             batches: self.counters.batches.load(Ordering::Relaxed),
             fsyncs: self.counters.fsyncs.load(Ordering::Relaxed),
+            poisoned: self.counters.poisoned.load(Ordering::Acquire),
         }
     }
 

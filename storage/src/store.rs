@@ -14,6 +14,8 @@ pub struct StoreStats {
     pub batches: u64,
     /// fsyncs issued; batches / fsyncs is the group-commit factor.
     pub fsyncs: u64,
+    /// A write failed: the store refuses writes until restarted.
+    pub poisoned: bool,
 }
 
 /// A durable key-value store with atomic multi-space batches.

@@ -17,6 +17,7 @@ mod crash;
 mod devices;
 mod enumeration;
 mod flow;
+mod hardening;
 mod iam;
 mod jwt;
 mod lockout;

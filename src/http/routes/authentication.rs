@@ -9,7 +9,7 @@ use uuid::Uuid;
 use crate::http::{
     AppState,
     envelope::{ApiError, done, success},
-    extract::{Body, Caller, backend_app},
+    extract::{ApiKeyGiven, Body, Caller, backend_app},
 };
 
 #[derive(Debug, Deserialize)]
@@ -24,6 +24,7 @@ pub(crate) struct ActivateUser {
 
 pub(crate) async fn activate_user(
     State(state): State<AppState>,
+    _key: ApiKeyGiven,
     headers: HeaderMap,
     Body(req): Body<ActivateUser>,
 ) -> Result<Response, ApiError> {
@@ -54,6 +55,7 @@ pub(crate) struct ActivateDevice {
 
 pub(crate) async fn activate_device(
     State(state): State<AppState>,
+    _key: ApiKeyGiven,
     headers: HeaderMap,
     Body(req): Body<ActivateDevice>,
 ) -> Result<Response, ApiError> {
@@ -81,6 +83,7 @@ pub(crate) struct Login {
 
 pub(crate) async fn login(
     State(state): State<AppState>,
+    _key: ApiKeyGiven,
     headers: HeaderMap,
     Body(req): Body<Login>,
 ) -> Result<Response, ApiError> {
@@ -122,6 +125,7 @@ pub(crate) struct ForgotPin {
 
 pub(crate) async fn forgot_pin(
     State(state): State<AppState>,
+    _key: ApiKeyGiven,
     headers: HeaderMap,
     Body(req): Body<ForgotPin>,
 ) -> Result<Response, ApiError> {
@@ -143,6 +147,7 @@ pub(crate) struct ResetPin {
 
 pub(crate) async fn reset_pin(
     State(state): State<AppState>,
+    _key: ApiKeyGiven,
     headers: HeaderMap,
     Body(req): Body<ResetPin>,
 ) -> Result<Response, ApiError> {

@@ -1,9 +1,6 @@
 //! Device routes: the caller's own devices.
 
-use axum::{
-    extract::{Path, Query, State},
-    response::Response,
-};
+use axum::{extract::State, response::Response};
 use latchkey_actors::{DevicePatch, Error, HashedPin};
 use serde::Deserialize;
 use serde_json::json;
@@ -12,7 +9,7 @@ use super::authentication::grant;
 use crate::http::{
     AppState,
     envelope::{ApiError, done, success},
-    extract::{Body, Caller, path_uuid},
+    extract::{Body, Caller, Path, Query, path_uuid},
 };
 
 #[derive(Debug, Deserialize)]

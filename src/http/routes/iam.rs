@@ -3,11 +3,7 @@
 
 use std::sync::Arc;
 
-use axum::{
-    extract::{Path, Query, State},
-    http::HeaderMap,
-    response::Response,
-};
+use axum::{extract::State, http::HeaderMap, response::Response};
 use latchkey_actors::{AdminUserPatch, Application, DevicePatch, Error, Requestor, UserRef};
 use serde::Deserialize;
 use serde_json::json;
@@ -16,7 +12,7 @@ use uuid::Uuid;
 use crate::http::{
     AppState,
     envelope::{ApiError, done, success},
-    extract::{Body, backend_app, path_uuid},
+    extract::{ApiKeyGiven, Body, Path, Query, backend_app, path_uuid},
 };
 
 /// Query parameters every IAM route may carry.
@@ -100,6 +96,7 @@ fn user_patch(body: &PatchBody) -> AdminUserPatch {
 
 pub(crate) async fn get_user(
     State(state): State<AppState>,
+    _key: ApiKeyGiven,
     headers: HeaderMap,
     Query(query): Query<IamQuery>,
 ) -> Result<Response, ApiError> {
@@ -111,6 +108,7 @@ pub(crate) async fn get_user(
 
 pub(crate) async fn patch_user_by_query(
     State(state): State<AppState>,
+    _key: ApiKeyGiven,
     headers: HeaderMap,
     Query(query): Query<IamQuery>,
     Body(body): Body<PatchBody>,
@@ -127,6 +125,7 @@ pub(crate) async fn patch_user_by_query(
 
 pub(crate) async fn patch_user(
     State(state): State<AppState>,
+    _key: ApiKeyGiven,
     headers: HeaderMap,
     Query(query): Query<IamQuery>,
     Path(user): Path<String>,
@@ -144,6 +143,7 @@ pub(crate) async fn patch_user(
 
 pub(crate) async fn delete_user(
     State(state): State<AppState>,
+    _key: ApiKeyGiven,
     headers: HeaderMap,
     Query(query): Query<IamQuery>,
     Path(user): Path<String>,
@@ -157,6 +157,7 @@ pub(crate) async fn delete_user(
 
 pub(crate) async fn devices(
     State(state): State<AppState>,
+    _key: ApiKeyGiven,
     headers: HeaderMap,
     Query(query): Query<IamQuery>,
     Path(user): Path<String>,
@@ -170,6 +171,7 @@ pub(crate) async fn devices(
 
 pub(crate) async fn patch_device(
     State(state): State<AppState>,
+    _key: ApiKeyGiven,
     headers: HeaderMap,
     Query(query): Query<IamQuery>,
     Path((user, device)): Path<(String, String)>,
@@ -192,6 +194,7 @@ pub(crate) async fn patch_device(
 
 pub(crate) async fn delete_device(
     State(state): State<AppState>,
+    _key: ApiKeyGiven,
     headers: HeaderMap,
     Query(query): Query<IamQuery>,
     Path((user, device)): Path<(String, String)>,
@@ -209,6 +212,7 @@ pub(crate) async fn delete_device(
 
 pub(crate) async fn issue_otp(
     State(state): State<AppState>,
+    _key: ApiKeyGiven,
     headers: HeaderMap,
     Query(query): Query<IamQuery>,
     Path(user): Path<String>,

@@ -1,9 +1,6 @@
 //! JWT routes: renew, public key, validate.
 
-use axum::{
-    extract::{Query, State},
-    response::Response,
-};
+use axum::{extract::State, response::Response};
 use latchkey_actors::Error;
 use serde::Deserialize;
 use serde_json::json;
@@ -12,7 +9,7 @@ use super::authentication::access_token;
 use crate::http::{
     AppState,
     envelope::{ApiError, done, success},
-    extract::{Caller, parse_app},
+    extract::{Caller, Query, parse_app},
 };
 
 pub(crate) async fn renew(

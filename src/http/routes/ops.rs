@@ -16,7 +16,8 @@ pub(crate) async fn live() -> Response {
 }
 
 pub(crate) async fn ready(State(state): State<AppState>) -> Response {
-    if state.ready.load(Ordering::Acquire) {
+    // A store that refused a write refuses every later one: not ready until restarted.
+    if state.ready.load(Ordering::Acquire) && !state.engine.store_stats().poisoned {
         (StatusCode::OK, axum::Json(json!({"status": "UP"}))).into_response()
     } else {
         ApiError::unavailable().into_response()

@@ -1,10 +1,6 @@
 //! One-time PIN routes: back-end (self-service, anonymous, validate) and the user's own.
 
-use axum::{
-    extract::{Path, State},
-    http::HeaderMap,
-    response::Response,
-};
+use axum::{extract::State, http::HeaderMap, response::Response};
 use latchkey_actors::{Error, OtpSubject};
 use serde::Deserialize;
 use serde_json::json;
@@ -13,7 +9,7 @@ use uuid::Uuid;
 use crate::http::{
     AppState,
     envelope::{ApiError, done, success},
-    extract::{Body, Caller, backend_app, path_uuid},
+    extract::{ApiKeyGiven, Body, Caller, Path, backend_app, path_uuid},
 };
 
 #[derive(Debug, Deserialize)]
@@ -26,6 +22,7 @@ pub(crate) struct SelfServiceOtp {
 
 pub(crate) async fn self_service_issue(
     State(state): State<AppState>,
+    _key: ApiKeyGiven,
     headers: HeaderMap,
     Body(req): Body<SelfServiceOtp>,
 ) -> Result<Response, ApiError> {
@@ -50,6 +47,7 @@ pub(crate) struct SelfServiceValidate {
 
 pub(crate) async fn self_service_validate(
     State(state): State<AppState>,
+    _key: ApiKeyGiven,
     headers: HeaderMap,
     Body(req): Body<SelfServiceValidate>,
 ) -> Result<Response, ApiError> {
@@ -73,6 +71,7 @@ pub(crate) struct AnonymousOtp {
 
 pub(crate) async fn anonymous_issue(
     State(state): State<AppState>,
+    _key: ApiKeyGiven,
     headers: HeaderMap,
     Body(req): Body<AnonymousOtp>,
 ) -> Result<Response, ApiError> {
@@ -96,6 +95,7 @@ pub(crate) struct AnonymousValidate {
 
 pub(crate) async fn anonymous_validate(
     State(state): State<AppState>,
+    _key: ApiKeyGiven,
     headers: HeaderMap,
     Body(req): Body<AnonymousValidate>,
 ) -> Result<Response, ApiError> {
@@ -120,6 +120,7 @@ pub(crate) struct Validate {
 
 pub(crate) async fn validate(
     State(state): State<AppState>,
+    _key: ApiKeyGiven,
     headers: HeaderMap,
     Body(req): Body<Validate>,
 ) -> Result<Response, ApiError> {

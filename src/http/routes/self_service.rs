@@ -8,7 +8,7 @@ use serde_json::json;
 use crate::http::{
     AppState,
     envelope::{ApiError, success},
-    extract::{Body, backend_app},
+    extract::{ApiKeyGiven, Body, backend_app},
 };
 
 #[derive(Debug, Deserialize)]
@@ -22,6 +22,7 @@ pub(crate) struct NewUser {
 
 pub(crate) async fn create_user(
     State(state): State<AppState>,
+    _key: ApiKeyGiven,
     headers: HeaderMap,
     Body(req): Body<NewUser>,
 ) -> Result<Response, ApiError> {
@@ -45,6 +46,7 @@ pub(crate) struct NewDevice {
 
 pub(crate) async fn create_device(
     State(state): State<AppState>,
+    _key: ApiKeyGiven,
     headers: HeaderMap,
     Body(req): Body<NewDevice>,
 ) -> Result<Response, ApiError> {

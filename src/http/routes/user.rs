@@ -1,9 +1,6 @@
 //! User routes: the caller's own user and devices.
 
-use axum::{
-    extract::{Path, State},
-    response::Response,
-};
+use axum::{extract::State, response::Response};
 use latchkey_actors::{Error, UserPatch};
 use serde::Deserialize;
 use serde_json::json;
@@ -11,7 +8,7 @@ use serde_json::json;
 use crate::http::{
     AppState,
     envelope::{ApiError, done, success},
-    extract::{Body, Caller, path_uuid},
+    extract::{Body, Caller, Path, path_uuid},
 };
 
 pub(crate) async fn current(
