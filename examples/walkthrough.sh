@@ -10,7 +10,7 @@
 #
 #   LK_START=1 bash examples/walkthrough.sh
 #
-# starts `${LK_BIN:-target/release/latchkey}` itself (it builds nothing) on a temporary data
+# starts `${LK_BIN:-${CARGO_TARGET_DIR:-target}/release/latchkey}` itself (it builds nothing) on a temporary data
 # dir and a free loopback port, creates an application with `app create`, walks through, and
 # stops the server on exit. LK_KEEP=1 keeps that data dir and its server.log.
 # LK_VERIFY=openssl|python picks the tool that checks the JWT signature (default: python3 with
@@ -254,9 +254,10 @@ PY
 # == optional: start a server of our own ========================================================
 
 start_server() {
-    local bin=${LK_BIN:-target/release/latchkey}
+    local target=${CARGO_TARGET_DIR:-target}
+    local bin=${LK_BIN:-$target/release/latchkey}
     if [ -z "${LK_BIN:-}" ] && [ ! -x "$bin" ]; then   # run from elsewhere than the repo root
-        bin="$(cd "$(dirname "$0")/.." && pwd)/target/release/latchkey"
+        bin="$(cd "$(dirname "$0")/.." && pwd)/$target/release/latchkey"
     fi
     [ -x "$bin" ] || die "no server binary at $bin: \`cargo build --release\` it or set LK_BIN"
     local port
