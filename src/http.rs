@@ -3,6 +3,7 @@
 
 mod envelope;
 mod extract;
+pub(crate) mod rate_limit;
 mod routes {
     pub(crate) mod authentication;
     pub(crate) mod device;
@@ -27,6 +28,7 @@ use tower::limit::GlobalConcurrencyLimitLayer;
 use tower_http::trace::TraceLayer;
 
 use envelope::{ApiError, Fault};
+use rate_limit::Limiters;
 use routes::{authentication, device, jwt, ops, self_service, user};
 
 /// The contract's base path.
@@ -37,6 +39,8 @@ pub const BASE: &str = "/authenticate/v1-2";
 pub(crate) struct AppState {
     pub(crate) engine: Engine,
     pub(crate) ready: Arc<AtomicBool>,
+    /// Rate limits: per application and target here, per client address by layer.
+    pub(crate) limits: Arc<Limiters>,
 }
 
 /// Limits of the façade.
@@ -83,11 +87,18 @@ pub(crate) fn router(state: AppState, limits: Limits) -> Router {
         .route("/device/{device}/forgot-pin", post(device::forgot_pin))
         .route("/device/{device}/reset-pin", post(device::reset_pin))
         .route("/jwt/renew", get(jwt::renew))
-        .route("/jwt/public-key", get(jwt::public_key))
         .route("/jwt/validate", get(jwt::validate));
 
+    // Routes without an API key or bearer token: limited per client address.
+    let open = Router::new()
+        .route("/jwt/public-key", get(jwt::public_key))
+        .route_layer(middleware::from_fn_with_state(
+            state.limits.clone(),
+            rate_limit::per_address,
+        ));
+
     Router::new()
-        .nest(BASE, api)
+        .nest(BASE, api.merge(open))
         .route("/health/live", get(ops::live))
         .route("/health/ready", get(ops::ready))
         .route("/metrics", get(ops::metrics))
