@@ -11,6 +11,7 @@
     clippy::indexing_slicing
 )]
 
+mod audit;
 mod authorization;
 mod bad_input;
 mod crash;
@@ -19,7 +20,9 @@ mod enumeration;
 mod flow;
 mod jwt;
 mod lockout;
+mod rate_limits;
 mod restart;
+mod secrets_in_logs;
 mod supervision;
 mod usernames;
 
