@@ -1,12 +1,17 @@
 //! Configuration: a TOML file, then `LATCHKEY_*` environment variables and flags on top.
 //! Every option has a default, so an empty file (or none) runs the embedded default.
 
+mod limits;
+
 use std::{collections::HashMap, net::SocketAddr, path::PathBuf, time::Duration};
 
 use latchkey_actors::{AppSettings, Clock, EngineOptions, SettingsTable};
 use latchkey_storage::Durability;
 use serde::Deserialize;
 use uuid::Uuid;
+
+pub(crate) use limits::normalise as normalise_address;
+pub use limits::{Rate, RateLimits, TrustedProxy};
 
 /// The server's configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -37,6 +42,11 @@ pub struct Config {
     pub app_defaults: AppSettings,
     /// Per-application overrides of `app_defaults`, by applicationUuid.
     pub apps: HashMap<Uuid, toml::Table>,
+    /// Rate limits (`[rate_limits]`).
+    pub rate_limits: RateLimits,
+    /// Reverse proxies (IPs or CIDR blocks) whose `X-Forwarded-For` names the client address;
+    /// from any other peer the header is ignored. Default: none.
+    pub trusted_proxies: Vec<TrustedProxy>,
 }
 
 /// Log line format.
@@ -81,6 +91,8 @@ impl Default for Config {
             secrets: None,
             app_defaults: AppSettings::default(),
             apps: HashMap::new(),
+            rate_limits: RateLimits::default(),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -125,6 +137,7 @@ impl Config {
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
         let config: Self = toml::from_str(text).map_err(|e| ConfigError::Invalid(e.to_string()))?;
         config.validate()?;
+        config.rate_limits.validate()?;
         Ok(config)
     }
 
@@ -244,6 +257,22 @@ mod tests {
         let per_app = &table.per_app[&app];
         assert_eq!(per_app.max_failed_logins, 5);
         assert_eq!(per_app.lock_period_secs, 60);
+    }
+
+    #[test]
+    fn rate_limits_and_proxies_are_read() {
+        let text = "trusted_proxies = [\"10.0.0.1\", \"192.168.0.0/16\"]\n\
+                    [rate_limits]\nper_address = { per_second = 2, burst = 5 }\n\
+                    otp_validate = { per_second = 0.5, burst = 20 }\n";
+        let config = Config::from_toml(text).unwrap();
+        assert_eq!(config.rate_limits.per_address, Rate::new(2.0, 5));
+        assert_eq!(config.rate_limits.otp_validate, Rate::new(0.5, 20));
+        assert_eq!(config.rate_limits.per_app, RateLimits::default().per_app);
+        assert_eq!(config.trusted_proxies.len(), 2);
+        assert!(Config::from_toml("trusted_proxies = [\"example.com\"]").is_err());
+        assert!(
+            Config::from_toml("[rate_limits]\nper_app = { per_second = -1, burst = 1 }").is_err()
+        );
     }
 
     #[test]

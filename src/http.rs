@@ -3,6 +3,7 @@
 
 mod envelope;
 mod extract;
+pub(crate) mod rate_limit;
 mod routes {
     pub(crate) mod authentication;
     pub(crate) mod device;
@@ -29,6 +30,7 @@ use tower::limit::GlobalConcurrencyLimitLayer;
 use tower_http::trace::TraceLayer;
 
 use envelope::{ApiError, Fault};
+use rate_limit::Limiters;
 use routes::{authentication, device, iam, jwt, ops, otp, self_service, user};
 
 /// The contract's base path.
@@ -39,6 +41,8 @@ pub const BASE: &str = "/authenticate/v1-2";
 pub(crate) struct AppState {
     pub(crate) engine: Engine,
     pub(crate) ready: Arc<AtomicBool>,
+    /// Rate limits: per application and target here, per client address by layer.
+    pub(crate) limits: Arc<Limiters>,
 }
 
 /// Limits of the façade.
@@ -85,7 +89,6 @@ pub(crate) fn router(state: AppState, limits: Limits) -> Router {
         .route("/device/{device}/forgot-pin", post(device::forgot_pin))
         .route("/device/{device}/reset-pin", post(device::reset_pin))
         .route("/jwt/renew", get(jwt::renew))
-        .route("/jwt/public-key", get(jwt::public_key))
         .route("/jwt/validate", get(jwt::validate))
         .route("/self-service/otp", post(otp::self_service_issue))
         .route(
@@ -112,8 +115,16 @@ pub(crate) fn router(state: AppState, limits: Limits) -> Router {
         )
         .route("/iam/user/{user}/otp", post(iam::issue_otp));
 
+    // Routes without an API key or bearer token: limited per client address.
+    let open = Router::new()
+        .route("/jwt/public-key", get(jwt::public_key))
+        .route_layer(middleware::from_fn_with_state(
+            state.limits.clone(),
+            rate_limit::per_address,
+        ));
+
     Router::new()
-        .nest(BASE, api)
+        .nest(BASE, api.merge(open))
         .route("/health/live", get(ops::live))
         .route("/health/ready", get(ops::ready))
         .route("/metrics", get(ops::metrics))

@@ -6,9 +6,11 @@
 //! - [`Server`]: build from a [`Config`], serve on a listener you own, shut down gracefully;
 //!   this is how an appliance embeds Latchkey, and how the tests run it.
 //! - [`config`]: the TOML file and its defaults.
+//! - [`audit`]: reading the audit log of a stopped server, as `latchkey audit tail` prints it.
 //! - `http`: the façade: routes, extractors and the error envelope. It holds no business
 //!   rules; those live in `latchkey-actors`, and storage in `latchkey-storage`.
 
+pub mod audit;
 pub mod config;
 mod http;
 mod server;

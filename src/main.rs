@@ -42,6 +42,11 @@ enum Command {
         #[command(subcommand)]
         command: UserCommand,
     },
+    /// Read the audit log (server stopped).
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -57,6 +62,28 @@ enum UserCommand {
         /// The role.
         #[arg(long)]
         role: String,
+        /// Data directory [default: ./data].
+        #[arg(long, env = "LATCHKEY_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+        /// TOML configuration file.
+        #[arg(long, env = "LATCHKEY_CONFIG")]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Print the newest entries, newest last: one line each, or one JSON object per line.
+    Tail {
+        /// Only this application's entries.
+        #[arg(long)]
+        app: Option<uuid::Uuid>,
+        /// How many entries.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// One JSON object per line (the stored fields) instead of text.
+        #[arg(long)]
+        json: bool,
         /// Data directory [default: ./data].
         #[arg(long, env = "LATCHKEY_DATA_DIR")]
         data_dir: Option<PathBuf>,
@@ -140,6 +167,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let config = load_config(config.as_deref(), data_dir)?;
             grant_role(config, app, &username, &role).await
+        }
+        Command::Audit {
+            command:
+                AuditCommand::Tail {
+                    app,
+                    limit,
+                    json,
+                    data_dir,
+                    config,
+                },
+        } => {
+            let config = load_config(config.as_deref(), data_dir)?;
+            audit_tail(&config.data_dir, app, limit, json).await
         }
     }
 }
@@ -231,6 +271,35 @@ async fn open_stopped(config: Config) -> anyhow::Result<Server> {
             data_dir.display()
         )
     })
+}
+
+async fn audit_tail(
+    data_dir: &std::path::Path,
+    app: Option<uuid::Uuid>,
+    limit: usize,
+    json: bool,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        data_dir.is_dir(),
+        "no data directory at {}",
+        data_dir.display()
+    );
+    let entries = latchkey::audit::tail(data_dir, app, limit)
+        .await
+        .with_context(|| {
+            format!(
+                "reading the audit log in {} (stop the server first)",
+                data_dir.display()
+            )
+        })?;
+    for entry in &entries {
+        if json {
+            println!("{}", latchkey::audit::json_line(entry));
+        } else {
+            println!("{}", latchkey::audit::human_line(entry));
+        }
+    }
+    Ok(())
 }
 
 async fn shutdown_signal() {

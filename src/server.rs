@@ -8,9 +8,8 @@ use std::{
         Arc,
         atomic::{AtomicBool, Ordering},
     },
+    time::Duration,
 };
-
-use std::time::Duration;
 
 use latchkey_actors::{Clock, Engine};
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
@@ -18,7 +17,7 @@ use uuid::Uuid;
 
 use crate::{
     config::{Config, ConfigError},
-    http::{self, AppState, Limits},
+    http::{self, AppState, Limits, rate_limit::Limiters},
 };
 
 /// A failure to start or stop the server.
@@ -51,6 +50,7 @@ pub struct Server {
     engine: Engine,
     config: Config,
     ready: Arc<AtomicBool>,
+    limits: Arc<Limiters>,
 }
 
 impl Server {
@@ -69,11 +69,13 @@ impl Server {
     ///
     /// As [`Server::build`].
     pub async fn build_with_clock(config: Config, clock: Clock) -> Result<Self, ServerError> {
+        let limits = Limiters::new(&config.rate_limits, config.trusted_proxies.clone())?;
         let engine = Engine::open(config.engine_options(clock)?).await?;
         Ok(Self {
             engine,
             config,
             ready: Arc::new(AtomicBool::new(true)),
+            limits: Arc::new(limits),
         })
     }
 
@@ -112,6 +114,7 @@ impl Server {
         let state = AppState {
             engine: self.engine.clone(),
             ready: self.ready.clone(),
+            limits: self.limits.clone(),
         };
         let limits = Limits {
             max_body_bytes: self.config.max_body_bytes,
@@ -119,10 +122,14 @@ impl Server {
         };
         let ready = self.ready.clone();
         let app = http::router(state, limits);
+        let sweep_every = Duration::from_secs(self.config.rate_limits.sweep_secs.max(1));
+        let sweeper = tokio::spawn(http::rate_limit::sweep(self.limits.clone(), sweep_every));
 
         let signalled = Arc::new(tokio::sync::Notify::new());
         let notify = signalled.clone();
-        let graceful = axum::serve(listener, app).with_graceful_shutdown(async move {
+        // The peer address is what per-address limits count (or what trusted proxies name).
+        let service = app.into_make_service_with_connect_info::<SocketAddr>();
+        let graceful = axum::serve(listener, service).with_graceful_shutdown(async move {
             shutdown.await;
             ready.store(false, Ordering::Release);
             notify.notify_one();
@@ -144,6 +151,7 @@ impl Server {
             () = deadline => Ok(()),
         };
 
+        sweeper.abort();
         self.ready.store(false, Ordering::Release);
         let closed = self.engine.shutdown().await;
         served?;

@@ -22,6 +22,7 @@ use uuid::Uuid;
 use crate::{
     AccessClaims, Clock, Error, HashedPin, Result, SettingsTable, Username,
     apps::{Application, Apps},
+    audit::{Audit, AuditEvent, AuditKind},
     context::Context,
     crypto::{self, Purpose, Secrets},
     directory::{Directory, DirectoryOptions},
@@ -187,6 +188,7 @@ impl Engine {
         sweep_expired_sessions(&store, options.clock.now()).await?;
 
         let ctx = Arc::new(Context {
+            audit: Audit::new(store.clone(), options.clock.clone()),
             store,
             secrets,
             clock: options.clock.clone(),
@@ -260,6 +262,11 @@ impl Engine {
         self.inner.ctx.apps.count()
     }
 
+    /// The audit log, for callers outside the actors (the façade's back-office routes).
+    pub fn audit(&self) -> &Audit {
+        &self.inner.ctx.audit
+    }
+
     // == Applications
 
     /// Creates an application; returns it and its API key, which is shown only now.
@@ -331,6 +338,11 @@ impl Engine {
 
         let _guard = self.signup_stripe(app.uuid, username.key()).lock().await;
         if self.lookup(app.uuid, &username)?.is_some() {
+            self.audit().record(AuditEvent::failure(
+                app.uuid,
+                AuditKind::SignUp,
+                &Error::UsernameTaken,
+            ));
             return Err(Error::UsernameTaken);
         }
 
@@ -377,6 +389,8 @@ impl Engine {
         ctx.store.commit(batch).await?;
 
         tracing::info!(app_id = %app.uuid, user_id = %user.uuid, "user signed up");
+        self.audit()
+            .record(AuditEvent::success(app.uuid, AuditKind::SignUp).user(user.uuid));
         Ok(Activation {
             token,
             user_uuid: user.uuid,
@@ -399,13 +413,17 @@ impl Engine {
         let user = self.require_user(app, username)?;
         let name = validate_device_name(name)?;
         let now = self.now();
-        let (device, token, email) = self
+        let added = self
             .call_user(user, |reply| UserMsg::AddDevice {
                 name: name.clone(),
                 now,
                 reply,
             })
-            .await?;
+            .await;
+        let device = added.as_ref().ok().map(|(device, _, _)| *device);
+        self.audit()
+            .outcome(app.uuid, AuditKind::DeviceAdded, user, device, &added);
+        let (device, token, email) = added?;
         Ok(Activation {
             token,
             user_uuid: user,
@@ -451,8 +469,11 @@ impl Engine {
                 } else {
                     e
                 }
-            })?;
-        self.tokens(app, grant, now)
+            });
+        let device = grant.as_ref().ok().map(|g| g.device);
+        self.audit()
+            .outcome(app.uuid, AuditKind::Activation, user, device, &grant);
+        self.tokens(app, grant?, now)
     }
 
     /// Activates an added device.
@@ -483,8 +504,10 @@ impl Engine {
                 reply,
             })
             .await
-            .map_err(not_found_as_device)?;
-        self.tokens(app, grant, now)
+            .map_err(not_found_as_device);
+        self.audit()
+            .outcome(app.uuid, AuditKind::Activation, user, device, &grant);
+        self.tokens(app, grant?, now)
     }
 
     /// Logs a device in and rotates its authKey.
@@ -505,6 +528,7 @@ impl Engine {
         // An unknown username goes to a stand-in actor derived from it, which does the same
         // work as a known user's actor (a hop, a load when cold, the same hashing) and
         // answers the same way, so neither the answer nor a stopwatch tells them apart.
+        let known = user.is_some();
         let user = user.unwrap_or_else(|| self.stand_in(app.uuid, &request.username));
 
         let grant = self
@@ -516,8 +540,10 @@ impl Engine {
                 reply,
             })
             .await
-            .map_err(not_found_as_device)?;
-        self.tokens(app, grant, now)
+            .map_err(not_found_as_device);
+        self.audit()
+            .login(app.uuid, known.then_some(user), request.device, &grant);
+        self.tokens(app, grant?, now)
     }
 
     /// Issues a reset-PIN token for a device.
@@ -534,9 +560,18 @@ impl Engine {
         let user = self
             .lookup(app.uuid, &Username::parse(username)?)?
             .ok_or(Error::DeviceNotFound)?;
-        self.forgot_pin_of(user, device)
+        let issued = self
+            .forgot_pin_of(user, device)
             .await
-            .map_err(not_found_as_device)
+            .map_err(not_found_as_device);
+        self.audit().outcome(
+            app.uuid,
+            AuditKind::PinResetRequested,
+            user,
+            device,
+            &issued,
+        );
+        issued
     }
 
     /// Sets a new PIN with a reset token.
@@ -555,9 +590,13 @@ impl Engine {
         let user = self
             .lookup(app.uuid, &Username::parse(username)?)?
             .ok_or(Error::DeviceNotFound)?;
-        self.reset_pin_of(app, user, device, token, pin)
+        let reset = self
+            .reset_pin_of(app, user, device, token, pin)
             .await
-            .map_err(not_found_as_device)
+            .map_err(not_found_as_device);
+        self.audit()
+            .outcome(app.uuid, AuditKind::PinReset, user, device, &reset);
+        reset
     }
 
     // == Bearer routes
@@ -604,8 +643,12 @@ impl Engine {
     /// [`Error::RevokedJwt`] if it already ended.
     pub async fn logout(&self, who: &Principal) -> Result<()> {
         let (device, sid) = (who.device, who.sid);
-        self.call_user(who.user, |reply| UserMsg::Logout { device, sid, reply })
-            .await?;
+        let ended = self
+            .call_user(who.user, |reply| UserMsg::Logout { device, sid, reply })
+            .await;
+        self.audit()
+            .outcome(who.app.uuid, AuditKind::Logout, who.user, device, &ended);
+        ended?;
         tracing::info!(user_id = %who.user, device_id = %device, "logged out");
         Ok(())
     }
@@ -659,8 +702,16 @@ impl Engine {
             .as_deref()
             .map(validate_mobile)
             .transpose()?;
-        self.call_user(user, |reply| UserMsg::Patch(patch.clone(), reply))
-            .await
+        let changed = [
+            ("email", patch.email.is_some()),
+            ("mobileNumber", patch.mobile_number.is_some()),
+        ];
+        let result = self
+            .call_user(user, |reply| UserMsg::Patch(patch.clone(), reply))
+            .await;
+        let event = AuditEvent::of(who.app.uuid, AuditKind::UserChanged, &result);
+        self.audit().record(event.user(user).changed(&changed));
+        result
     }
 
     /// Deletes the user with its devices, sessions and tokens.
@@ -670,7 +721,10 @@ impl Engine {
     /// [`Error::Forbidden`] for another user.
     pub async fn delete_user(&self, who: &Principal, user: Uuid) -> Result<()> {
         owner(who, user)?;
-        self.call_user(user, UserMsg::Delete).await
+        let deleted = self.call_user(user, UserMsg::Delete).await;
+        self.audit()
+            .outcome(who.app.uuid, AuditKind::UserDeleted, user, None, &deleted);
+        deleted
     }
 
     /// Locks, unlocks or renames one of the caller's devices.
@@ -689,12 +743,22 @@ impl Engine {
             .as_deref()
             .map(validate_device_name)
             .transpose()?;
-        self.call_user(who.user, |reply| UserMsg::PatchDevice {
-            device,
-            patch: patch.clone(),
-            reply,
-        })
-        .await
+        let changed = [
+            ("locked", patch.locked == Some(true)),
+            ("unlocked", patch.locked == Some(false)),
+            ("deviceName", patch.device_name.is_some()),
+        ];
+        let result = self
+            .call_user(who.user, |reply| UserMsg::PatchDevice {
+                device,
+                patch: patch.clone(),
+                reply,
+            })
+            .await;
+        let event = AuditEvent::of(who.app.uuid, AuditKind::DeviceChanged, &result);
+        self.audit()
+            .record(event.user(who.user).device(device).changed(&changed));
+        result
     }
 
     /// Removes one of the caller's devices; its tokens stop working.
@@ -703,8 +767,17 @@ impl Engine {
     ///
     /// [`Error::Forbidden`] for a device that is not the caller's.
     pub async fn delete_device(&self, who: &Principal, device: Uuid) -> Result<()> {
-        self.call_user(who.user, |reply| UserMsg::DeleteDevice { device, reply })
-            .await
+        let deleted = self
+            .call_user(who.user, |reply| UserMsg::DeleteDevice { device, reply })
+            .await;
+        self.audit().outcome(
+            who.app.uuid,
+            AuditKind::DeviceDeleted,
+            who.user,
+            device,
+            &deleted,
+        );
+        deleted
     }
 
     /// Removes every auth-key record of the device but `keep`.
@@ -736,9 +809,18 @@ impl Engine {
         who: &Principal,
         device: Uuid,
     ) -> Result<(String, String)> {
-        self.forgot_pin_of(who.user, device)
+        let issued = self
+            .forgot_pin_of(who.user, device)
             .await
-            .map_err(foreign_device)
+            .map_err(foreign_device);
+        self.audit().outcome(
+            who.app.uuid,
+            AuditKind::PinResetRequested,
+            who.user,
+            device,
+            &issued,
+        );
+        issued
     }
 
     /// Reset-PIN for one of the caller's devices.
@@ -753,9 +835,13 @@ impl Engine {
         token: &str,
         pin: HashedPin,
     ) -> Result<Tokens> {
-        self.reset_pin_of(&who.app, who.user, device, token, pin)
+        let reset = self
+            .reset_pin_of(&who.app, who.user, device, token, pin)
             .await
-            .map_err(foreign_device)
+            .map_err(foreign_device);
+        self.audit()
+            .outcome(who.app.uuid, AuditKind::PinReset, who.user, device, &reset);
+        reset
     }
 
     /// Makes a live user actor fail as a bug would. For supervision tests only.

@@ -28,6 +28,9 @@ pub const IAM_ADMIN: &str = "iam-admin";
 pub struct Requestor {
     /// The requestor's username, as the token names it.
     pub username: String,
+    /// A stable id for the audit log: the userUuid, or the introspected `sub`; never an
+    /// e-mail address.
+    pub subject: String,
     /// Its userUuid when the token is Latchkey's own.
     pub user: Option<Uuid>,
 }
@@ -254,8 +257,10 @@ impl Engine {
         if !same_user || !view.roles.iter().any(|r| r == IAM_ADMIN) {
             return Err(Error::IamForbidden);
         }
+        let subject = who.user.to_string();
         Ok(Requestor {
             username: view.username,
+            subject,
             user: Some(who.user),
         })
     }
@@ -300,8 +305,13 @@ impl Engine {
         if !same_user || !has_role {
             return Err(Error::IamForbidden);
         }
+        let subject = answer
+            .sub
+            .clone()
+            .unwrap_or_else(|| "introspected".to_owned());
         Ok(Requestor {
             username: name.to_owned(),
+            subject,
             user: None,
         })
     }

@@ -11,10 +11,12 @@
 //! - [`KeyRing`]: signing keys of an application; [`apps`]: the application registry.
 //! - [`Username`], [`HashedPin`]: validated inputs; `crypto`: keyed hashes and randomness.
 //! - [`Clock`]: the single reader of wall-clock time.
+//! - [`audit`]: the audit log's entries, written without waiting, and its tail.
 //!
 //! Nothing here knows about HTTP.
 
 pub mod apps;
+pub mod audit;
 mod clock;
 mod context;
 mod crypto;
@@ -30,6 +32,7 @@ mod settings;
 mod user;
 
 pub use apps::{Application, SettingsTable};
+pub use audit::{Audit, AuditEvent, AuditKind};
 pub use clock::Clock;
 pub use crypto::Secrets;
 pub use engine::{
@@ -39,7 +42,10 @@ pub use error::{Error, Result};
 pub use iam::{IAM_ADMIN, Requestor, UserRef};
 pub use input::{HashedPin, Username, parse_code};
 pub use keyring::{AccessClaims, KeyRing, SigningKey};
-pub use latchkey_storage::{Durability, StoreStats};
+pub use latchkey_storage::{
+    Durability, StoreStats,
+    records::{AuditOutcome, AuditRecord},
+};
 pub use otp::{IssuedOtp, OtpSubject, PendingOtp};
 pub use settings::{AppSettings, JwtAlgorithm};
 pub use user::{AdminUserPatch, DevicePatch, DeviceView, UserPatch, UserView};

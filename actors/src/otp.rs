@@ -10,7 +10,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::{
-    Engine, Error, Principal, Result,
+    AuditEvent, AuditKind, Engine, Error, Principal, Result,
     apps::Application,
     crypto::{self, Purpose},
     engine::owner,
@@ -134,7 +134,8 @@ impl Engine {
             Err(other) => return Err(other),
         };
         let purpose = parse_purpose(purpose)?;
-        self.redeem_otp(user_id(user.uuid, &purpose), otp).await
+        self.redeem_otp(app.uuid, user_id(user.uuid, &purpose), otp)
+            .await
     }
 
     /// Checks the caller's own OTP.
@@ -175,7 +176,7 @@ impl Engine {
         if !bound {
             return Err(Error::OtpDead);
         }
-        self.redeem_otp(id, otp).await
+        self.redeem_otp(app.uuid, id, otp).await
     }
 
     /// The caller's pending OTPs (never the codes).
@@ -282,6 +283,12 @@ impl Engine {
             .call(&id, |reply| SessionMsg::Issue(record.clone(), reply))
             .await??;
         tracing::info!(app_id = %app.uuid, otp_id = %otp_uuid, purpose, "OTP issued");
+        self.audit().record(
+            AuditEvent::success(app.uuid, AuditKind::OtpIssued)
+                .user(user)
+                .field("otpUuid", otp_uuid.to_string())
+                .field("purpose", purpose),
+        );
         Ok(IssuedOtp {
             otp: Some(code),
             otp_uuid,
@@ -293,7 +300,7 @@ impl Engine {
         })
     }
 
-    async fn redeem_otp(&self, id: String, otp: &str) -> Result<()> {
+    async fn redeem_otp(&self, app: Uuid, id: String, otp: &str) -> Result<()> {
         if otp.is_empty() {
             return Err(Error::OtpIncomplete("otp is empty"));
         }
@@ -311,11 +318,29 @@ impl Engine {
                 reply,
             })
             .await??;
-        match verdict {
+        let result = match verdict {
             Verdict::Accepted => Ok(()),
             Verdict::Wrong { .. } => Err(Error::OtpWrong),
             Verdict::Dead | Verdict::Missing => Err(Error::OtpDead),
-        }
+        };
+        let kind = if result.is_ok() {
+            AuditKind::OtpUsed
+        } else {
+            AuditKind::OtpFailed
+        };
+        self.audit()
+            .record(AuditEvent::of(app, kind, &result).field("otp", id_kind(&id)));
+        result
+    }
+}
+
+/// Which kind of OTP a session id names, for the audit log (the id itself carries a userUuid
+/// or otpUuid, which the entry's own fields hold where known).
+fn id_kind(id: &str) -> &'static str {
+    if id.starts_with("otp-anon/") {
+        "anonymous"
+    } else {
+        "user"
     }
 }
 

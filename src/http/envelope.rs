@@ -38,6 +38,8 @@ pub(crate) struct ApiError {
     message: Cow<'static, str>,
     /// Our-fault errors, kept for the log layer, never sent.
     cause: Option<String>,
+    /// Seconds until a rate-limited caller may try again (`Retry-After`).
+    retry_after: Option<u64>,
 }
 
 /// Marks a response that carries a server fault, so the log layer can report it once.
@@ -55,6 +57,7 @@ impl ApiError {
             code,
             message: message.into(),
             cause: None,
+            retry_after: None,
         }
     }
 
@@ -102,6 +105,19 @@ impl ApiError {
         )
     }
 
+    /// 429: try again in `wait` (rounded up to whole seconds, at least one).
+    pub(crate) fn rate_limited(wait: std::time::Duration) -> Self {
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        Self {
+            retry_after: Some(secs.max(1)),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "AN-RATE-1001",
+                "Too many requests; try again later",
+            )
+        }
+    }
+
     pub(crate) fn unavailable() -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "AN-SYST-1001", "Not ready")
     }
@@ -137,6 +153,7 @@ impl From<Error> for ApiError {
                 code: err.code(),
                 message: "".into(),
                 cause: Some(chain),
+                retry_after: None,
             };
         }
         Self::new(status, err.code(), err.to_string())
@@ -163,6 +180,11 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         if let Some(fault) = fault {
             response.extensions_mut().insert(fault);
         }
@@ -185,6 +207,16 @@ mod tests {
             status_of(&Error::Internal("x".into())),
             StatusCode::INTERNAL_SERVER_ERROR
         );
+    }
+
+    #[test]
+    fn a_rate_limited_answer_carries_the_code_and_whole_seconds_to_wait() {
+        let wait = std::time::Duration::from_millis(1200);
+        let response = ApiError::rate_limited(wait).into_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "2");
+        let instant = ApiError::rate_limited(std::time::Duration::ZERO).into_response();
+        assert_eq!(instant.headers()[header::RETRY_AFTER], "1");
     }
 
     #[test]

@@ -95,7 +95,8 @@ fn describe(err: &serde_path_to_error::Error<serde_json::Error>) -> ApiError {
     }
 }
 
-/// The application of a back-end call, with its API key checked.
+/// The application of a back-end call, with its API key checked and the call counted against
+/// the application's rate limit.
 pub(crate) fn backend_app(
     state: &AppState,
     headers: &HeaderMap,
@@ -112,6 +113,8 @@ pub(crate) fn backend_app(
     let app = state.engine.app(uuid)?;
     let key = headers.get("x-api-key").and_then(|v| v.to_str().ok());
     state.engine.check_api_key(&app, key)?;
+    // Counted only once the key is right, so that no one else can spend an application's budget.
+    state.limits.check_app(app.uuid)?;
     Ok(app)
 }
 

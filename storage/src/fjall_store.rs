@@ -99,7 +99,25 @@ impl Store for FjallStore {
             .collect()
     }
 
+    fn scan_prefix_rev(
+        &self,
+        space: Space,
+        prefix: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.space(space)
+            .prefix(prefix)
+            .rev()
+            .take(limit)
+            .map(|guard| {
+                let (k, v) = guard.into_inner()?;
+                Ok((k.to_vec(), v.to_vec()))
+            })
+            .collect()
+    }
+
     fn commit(&self, batch: Batch) -> Commit {
+        // The send below happens now, before the future exists: see `Store::commit`.
         let (done, wait) = oneshot::channel();
         let sent = match self.sender.lock() {
             Ok(guard) => guard
@@ -210,6 +228,44 @@ mod tests {
         store.commit(batch).await.unwrap();
         assert_eq!(store.get(Space::Usernames, b"k1").unwrap(), None);
         assert_eq!(store.scan_prefix(Space::Users, b"k").unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_reverse_scan_reads_the_last_keys_of_a_prefix_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FjallStore::open(dir.path(), Durability::Buffered).unwrap();
+        let mut batch = Batch::new();
+        for (prefix, n) in [(b'a', 5u8), (b'b', 3), (b'c', 2)] {
+            for i in 0..n {
+                batch.put_raw(Space::Audit, vec![prefix, i], vec![i]);
+            }
+        }
+        store.commit(batch).await.unwrap();
+
+        let keys = |pairs: Vec<(Vec<u8>, Vec<u8>)>| -> Vec<Vec<u8>> {
+            pairs.into_iter().map(|(k, _)| k).collect()
+        };
+        let last = store.scan_prefix_rev(Space::Audit, b"b", 2).unwrap();
+        assert_eq!(keys(last), vec![vec![b'b', 2], vec![b'b', 1]]);
+        let all = store.scan_prefix_rev(Space::Audit, b"b", 100).unwrap();
+        assert_eq!(all.len(), 3, "never strays into the next prefix");
+        assert!(
+            store
+                .scan_prefix_rev(Space::Audit, b"z", 5)
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_dropped_commit_future_still_lands() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FjallStore::open(dir.path(), Durability::Sync).unwrap();
+        let mut batch = Batch::new();
+        batch.put_raw(Space::Audit, b"k".to_vec(), b"v".to_vec());
+        drop(store.commit(batch));
+        store.commit(Batch::new()).await.unwrap();
+        assert_eq!(store.get(Space::Audit, b"k").unwrap(), Some(b"v".to_vec()));
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! # Layout
 //!
 //! - [`Space`]: one fjall keyspace per record kind, and how keys in each are built.
-//! - [`records`]: the versioned records (applications, users, devices, sessions, signing keys).
+//! - [`records`]: the versioned records (applications, users, devices, sessions, signing keys,
+//!   audit entries).
 //! - [`Batch`]: the atomic unit of change: a record and its index entries, written together.
 //! - [`Store`]: the trait the domain talks to, so that another backend can replace fjall.
 //! - [`FjallStore`]: the embedded implementation, whose writer shares one fsync among many

@@ -193,3 +193,74 @@ impl Record for KeyRecord {
     const KIND: &'static str = "signing-key";
     const VERSION: u8 = 1;
 }
+
+/// Whether an audited operation succeeded.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditOutcome {
+    /// It did what was asked.
+    Success,
+    /// It was refused or failed; the entry's `code` says why.
+    Failure,
+}
+
+/// One entry of the audit log: who did what to which user or device, and how it ended.
+///
+/// IMPORTANT: no field ever holds a secret (PIN hash, authKey, token, OTP, API key) or an
+/// e-mail address: entries carry ids, names of events and contract codes only.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AuditRecord {
+    /// Epoch seconds, from the engine's clock.
+    pub time: u64,
+    /// The application.
+    pub app: Uuid,
+    /// What happened, e.g. `login_succeeded`, `device_locked_out`.
+    pub event: String,
+    /// The user, when known (an unknown username has none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<Uuid>,
+    /// The device, when the event concerns one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<Uuid>,
+    /// How it ended.
+    pub outcome: AuditOutcome,
+    /// The contract's error code of a failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    /// Who asked, for back-office calls: an id, never an e-mail address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requestor: Option<String>,
+    /// Further non-secret details (e.g. `purpose`, `changed`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub fields: std::collections::BTreeMap<String, String>,
+}
+
+impl Record for AuditRecord {
+    const KIND: &'static str = "audit-entry";
+    const VERSION: u8 = 1;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The first released audit format, as bytes on disk: later builds must keep reading it.
+    const AUDIT_V1: &[u8] =
+        b"\x01{\"time\":1700000000,\"app\":\"0190a3f2-0000-7000-8000-000000000001\",\
+\"event\":\"login_failed\",\"device\":\"0190a3f2-0000-7000-8000-000000000002\",\
+\"outcome\":\"failure\",\"code\":\"AN-AUTH-1006\",\"fields\":{\"reason\":\"wrong_pin\"}}";
+
+    #[test]
+    fn the_first_audit_format_still_decodes() {
+        let entry = AuditRecord::decode(AUDIT_V1).unwrap();
+        assert_eq!(entry.event, "login_failed");
+        assert_eq!(entry.user, None);
+        assert_eq!(entry.outcome, AuditOutcome::Failure);
+        assert_eq!(entry.code.as_deref(), Some("AN-AUTH-1006"));
+        assert_eq!(entry.fields["reason"], "wrong_pin");
+        assert_eq!(
+            AuditRecord::decode(&entry.encode().unwrap()).unwrap(),
+            entry
+        );
+    }
+}

@@ -19,11 +19,17 @@ pub enum Space {
     Sessions,
     /// Signing keys. Key: applicationUuid ‖ kid.
     Keys,
+    /// The audit log, append-only. Key: applicationUuid ‖ a time-ordered (v7) entry id, so an
+    /// application's newest entries are the end of its prefix.
+    Audit,
 }
 
 impl Space {
     /// Every space, in a fixed order.
-    pub const ALL: [Space; 7] = [
+    ///
+    /// IMPORTANT: new spaces go at the end, here and in the enum: the writer indexes its
+    /// keyspace handles by position.
+    pub const ALL: [Space; 8] = [
         Space::Meta,
         Space::Apps,
         Space::Users,
@@ -31,6 +37,7 @@ impl Space {
         Space::Devices,
         Space::Sessions,
         Space::Keys,
+        Space::Audit,
     ];
 
     /// The fjall keyspace name.
@@ -43,6 +50,7 @@ impl Space {
             Space::Devices => "devices",
             Space::Sessions => "sessions",
             Space::Keys => "keys",
+            Space::Audit => "audit",
         }
     }
 
@@ -66,4 +74,16 @@ pub fn uuid_str_key(a: Uuid, suffix: &str) -> Vec<u8> {
     key.extend_from_slice(a.as_bytes());
     key.extend_from_slice(suffix.as_bytes());
     key
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_space_sits_at_its_own_index() {
+        for (i, space) in Space::ALL.iter().enumerate() {
+            assert_eq!(space.index(), i, "{space:?}");
+        }
+    }
 }

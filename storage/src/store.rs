@@ -38,8 +38,33 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Returns the engine's error if the scan fails.
     fn scan_prefix(&self, space: Space, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
 
+    /// Reads the last `limit` pairs whose key starts with `prefix`, in reverse key order (the
+    /// greatest key first). With time-ordered keys this is "the newest `limit`", read without
+    /// touching the older ones.
+    ///
+    /// The default reads the whole prefix; an engine with reverse iterators overrides it.
+    ///
+    /// # Errors
+    ///
+    /// Returns the engine's error if the scan fails.
+    fn scan_prefix_rev(
+        &self,
+        space: Space,
+        prefix: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut pairs = self.scan_prefix(space, prefix)?;
+        pairs.reverse();
+        pairs.truncate(limit);
+        Ok(pairs)
+    }
+
     /// Submits a batch; nothing in it is acknowledged before the returned future resolves.
     /// Batches are applied in submission order, so an empty batch is a barrier.
+    ///
+    /// IMPORTANT: the batch is submitted by this call, not when the future is first polled, and
+    /// dropping the future does not withdraw it. Fire-and-forget writers (the audit log) rely
+    /// on both: their entry keeps its place in the queue and lands with the next group.
     fn commit(&self, batch: Batch) -> Commit;
 
     /// Writer counters.

@@ -11,6 +11,7 @@
     clippy::indexing_slicing
 )]
 
+mod audit;
 mod authorization;
 mod bad_input;
 mod crash;
@@ -22,7 +23,9 @@ mod iam;
 mod jwt;
 mod lockout;
 mod otp;
+mod rate_limits;
 mod restart;
+mod secrets_in_logs;
 mod supervision;
 mod usernames;
 

@@ -157,7 +157,12 @@ async fn five_wrong_tries_end_an_otp_and_then_even_the_right_code_fails() {
 
 #[tokio::test]
 async fn fifty_parallel_wrong_guesses_evaluate_no_more_than_five() {
-    let app = Arc::new(TestApp::spawn().await);
+    // Room for the whole burst and the check after it: the attempt limit is what is tested
+    // here; the default per-target rate limit would answer part of the burst with 429.
+    let app = Arc::new(
+        TestApp::spawn_with(|c| c.rate_limits.otp_validate = latchkey::config::Rate::new(2.0, 100))
+            .await,
+    );
     app.new_device("Otto").await;
     let otp = otp_of(&issue(&app, "Otto", "login").await);
     let wrong = wrong_code(&otp);

@@ -12,6 +12,7 @@ use uuid::Uuid;
 use super::UserState;
 use crate::{
     Error, HashedPin, Result,
+    audit::{AuditEvent, AuditKind},
     crypto::{self, Purpose},
     session::{SessionMsg, Verdict, ids},
 };
@@ -277,7 +278,7 @@ impl UserState {
     ) -> Result<Grant> {
         let (user, app) = self.user()?;
         let settings = app.settings.clone();
-        let user_locked = user.locked;
+        let (user_locked, user_uuid, app_uuid) = (user.locked, user.uuid, app.uuid);
         let dev = self
             .device(device)
             .filter(|d| d.active)
@@ -304,6 +305,13 @@ impl UserState {
                 };
                 self.persist(None, &[&next]).await?;
                 self.store_device(next);
+                if matches!(outcome, Error::ResetBlocked) {
+                    let blocked = AuditEvent::failure(app_uuid, AuditKind::ResetBlocked, &outcome)
+                        .user(user_uuid)
+                        .device(device)
+                        .field("block_secs", settings.reset_block_secs.to_string());
+                    self.shared.ctx.audit.record(blocked);
+                }
                 return Err(outcome);
             }
             Err(other) => return Err(other),

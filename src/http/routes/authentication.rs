@@ -10,6 +10,7 @@ use crate::http::{
     AppState,
     envelope::{ApiError, done, success},
     extract::{ApiKeyGiven, Body, Caller, backend_app},
+    rate_limit::TargetKind,
 };
 
 #[derive(Debug, Deserialize)]
@@ -93,9 +94,13 @@ pub(crate) async fn login(
         (None, true) => None,
         (None, false) => return Err(latchkey_actors::Error::MissingField("hashedPin").into()),
     };
+    let device = device_id(&req.device_uuid)?;
+    state
+        .limits
+        .check(TargetKind::Login, app.uuid, &device.to_string())?;
     let request = LoginRequest {
         username: req.username,
-        device: device_id(&req.device_uuid)?,
+        device,
         auth_key: req.auth_key,
         pin,
     };

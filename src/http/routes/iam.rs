@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use axum::{extract::State, http::HeaderMap, response::Response};
-use latchkey_actors::{AdminUserPatch, Application, DevicePatch, Error, Requestor, UserRef};
+use latchkey_actors::{
+    AdminUserPatch, Application, AuditEvent, AuditKind, DevicePatch, Error, Requestor, UserRef,
+};
 use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
@@ -61,8 +63,14 @@ async fn requestor(
         .requestor_username
         .as_deref()
         .or_else(|| body.and_then(|b| b.requestor_username.as_deref()));
-    let requestor = state.engine.iam_requestor(&app, token, named).await?;
-    Ok((app, requestor))
+    let checked = state.engine.iam_requestor(&app, token, named).await;
+    if let Err(refused) = &checked {
+        // A refused requestor has no verified identity: the entry names none.
+        let event = AuditEvent::failure(app.uuid, AuditKind::IamCall, refused)
+            .field("action", "requestor_check");
+        state.engine.audit().record(event);
+    }
+    Ok((app, checked?))
 }
 
 fn by_query(query: &IamQuery) -> Result<UserRef, ApiError> {
@@ -77,12 +85,24 @@ fn by_path(user: &str) -> Result<UserRef, ApiError> {
     Ok(UserRef::Uuid(path_uuid(user, Error::UserNotFound)?))
 }
 
-fn audit(requestor: &Requestor, action: &str, target: &UserRef) {
-    let target = match target {
-        UserRef::Uuid(uuid) => uuid.to_string(),
-        UserRef::Username(_) => "by-username".to_owned(),
+/// Writes the call to the audit log with its requestor, target and outcome.
+fn audit<T>(
+    state: &AppState,
+    app: &Application,
+    requestor: &Requestor,
+    action: &'static str,
+    target: &UserRef,
+    result: &Result<T, Error>,
+) {
+    let user = match target {
+        UserRef::Uuid(uuid) => Some(*uuid),
+        UserRef::Username(_) => None,
     };
-    tracing::info!(requestor = %requestor.username, action, target = %target, "IAM call");
+    let event = AuditEvent::of(app.uuid, AuditKind::IamCall, result)
+        .requestor(requestor.subject.clone())
+        .user(user)
+        .field("action", action);
+    state.engine.audit().record(event);
 }
 
 fn user_patch(body: &PatchBody) -> AdminUserPatch {
@@ -102,8 +122,9 @@ pub(crate) async fn get_user(
 ) -> Result<Response, ApiError> {
     let (app, who) = requestor(&state, &headers, &query, None).await?;
     let target = by_query(&query)?;
-    audit(&who, "get_user", &target);
-    Ok(success(state.engine.iam_user(&app, &target).await?))
+    let result = state.engine.iam_user(&app, &target).await;
+    audit(&state, &app, &who, "get_user", &target, &result);
+    Ok(success(result?))
 }
 
 pub(crate) async fn patch_user_by_query(
@@ -115,11 +136,12 @@ pub(crate) async fn patch_user_by_query(
 ) -> Result<Response, ApiError> {
     let (app, who) = requestor(&state, &headers, &query, Some(&body)).await?;
     let target = by_query(&query)?;
-    audit(&who, "patch_user", &target);
-    state
+    let result = state
         .engine
         .iam_patch_user(&app, &target, user_patch(&body))
-        .await?;
+        .await;
+    audit(&state, &app, &who, "patch_user", &target, &result);
+    result?;
     Ok(done())
 }
 
@@ -133,11 +155,12 @@ pub(crate) async fn patch_user(
 ) -> Result<Response, ApiError> {
     let (app, who) = requestor(&state, &headers, &query, Some(&body)).await?;
     let target = by_path(&user)?;
-    audit(&who, "patch_user", &target);
-    state
+    let result = state
         .engine
         .iam_patch_user(&app, &target, user_patch(&body))
-        .await?;
+        .await;
+    audit(&state, &app, &who, "patch_user", &target, &result);
+    result?;
     Ok(done())
 }
 
@@ -150,8 +173,9 @@ pub(crate) async fn delete_user(
 ) -> Result<Response, ApiError> {
     let (app, who) = requestor(&state, &headers, &query, None).await?;
     let target = by_path(&user)?;
-    audit(&who, "delete_user", &target);
-    state.engine.iam_delete_user(&app, &target).await?;
+    let result = state.engine.iam_delete_user(&app, &target).await;
+    audit(&state, &app, &who, "delete_user", &target, &result);
+    result?;
     Ok(done())
 }
 
@@ -164,9 +188,9 @@ pub(crate) async fn devices(
 ) -> Result<Response, ApiError> {
     let (app, who) = requestor(&state, &headers, &query, None).await?;
     let target = by_path(&user)?;
-    audit(&who, "list_devices", &target);
-    let devices = state.engine.iam_devices(&app, &target).await?;
-    Ok(success(json!({"devices": devices})))
+    let result = state.engine.iam_devices(&app, &target).await;
+    audit(&state, &app, &who, "list_devices", &target, &result);
+    Ok(success(json!({"devices": result?})))
 }
 
 pub(crate) async fn patch_device(
@@ -180,15 +204,16 @@ pub(crate) async fn patch_device(
     let (app, who) = requestor(&state, &headers, &query, Some(&body)).await?;
     let target = by_path(&user)?;
     let device = path_uuid(&device, Error::DeviceNotFound)?;
-    audit(&who, "patch_device", &target);
     let patch = DevicePatch {
         locked: body.locked,
         device_name: body.device_name,
     };
-    state
+    let result = state
         .engine
         .iam_patch_device(&app, &target, device, patch)
-        .await?;
+        .await;
+    audit(&state, &app, &who, "patch_device", &target, &result);
+    result?;
     Ok(done())
 }
 
@@ -202,11 +227,9 @@ pub(crate) async fn delete_device(
     let (app, who) = requestor(&state, &headers, &query, None).await?;
     let target = by_path(&user)?;
     let device: Uuid = path_uuid(&device, Error::DeviceNotFound)?;
-    audit(&who, "delete_device", &target);
-    state
-        .engine
-        .iam_delete_device(&app, &target, device)
-        .await?;
+    let result = state.engine.iam_delete_device(&app, &target, device).await;
+    audit(&state, &app, &who, "delete_device", &target, &result);
+    result?;
     Ok(done())
 }
 
@@ -224,11 +247,10 @@ pub(crate) async fn issue_otp(
         .purpose
         .as_deref()
         .ok_or(Error::OtpIncomplete("purpose is required"))?;
-    audit(&who, "issue_otp", &target);
-    Ok(success(
-        state
-            .engine
-            .iam_issue_otp(&app, &target, purpose, body.ttl)
-            .await?,
-    ))
+    let result = state
+        .engine
+        .iam_issue_otp(&app, &target, purpose, body.ttl)
+        .await;
+    audit(&state, &app, &who, "issue_otp", &target, &result);
+    Ok(success(result?))
 }

@@ -10,6 +10,7 @@ use crate::http::{
     AppState,
     envelope::{ApiError, done, success},
     extract::{ApiKeyGiven, Body, Caller, Path, backend_app, path_uuid},
+    rate_limit::TargetKind,
 };
 
 #[derive(Debug, Deserialize)]
@@ -27,6 +28,11 @@ pub(crate) async fn self_service_issue(
     Body(req): Body<SelfServiceOtp>,
 ) -> Result<Response, ApiError> {
     let app = backend_app(&state, &headers, req.application_uuid.as_deref())?;
+    state.limits.check(
+        TargetKind::OtpGenerate,
+        app.uuid,
+        &req.username.to_lowercase(),
+    )?;
     let subject = OtpSubject::Username(req.username);
     Ok(success(
         state
@@ -52,6 +58,11 @@ pub(crate) async fn self_service_validate(
     Body(req): Body<SelfServiceValidate>,
 ) -> Result<Response, ApiError> {
     let app = backend_app(&state, &headers, req.application_uuid.as_deref())?;
+    state.limits.check(
+        TargetKind::OtpValidate,
+        app.uuid,
+        &req.username.to_lowercase(),
+    )?;
     let subject = OtpSubject::Username(req.username);
     state
         .engine
@@ -76,6 +87,14 @@ pub(crate) async fn anonymous_issue(
     Body(req): Body<AnonymousOtp>,
 ) -> Result<Response, ApiError> {
     let app = backend_app(&state, &headers, req.application_uuid.as_deref())?;
+    let target = req
+        .email
+        .as_deref()
+        .or(req.mobile_number.as_deref())
+        .unwrap_or("anonymous");
+    state
+        .limits
+        .check(TargetKind::OtpGenerate, app.uuid, &target.to_lowercase())?;
     // Limitation: the address is used only for delivery, which the notifier adds; it is
     // not stored with the OTP.
     let _ = (req.email, req.mobile_number);
@@ -100,6 +119,9 @@ pub(crate) async fn anonymous_validate(
     Body(req): Body<AnonymousValidate>,
 ) -> Result<Response, ApiError> {
     let app = backend_app(&state, &headers, req.application_uuid.as_deref())?;
+    state
+        .limits
+        .check(TargetKind::OtpValidate, app.uuid, &req.otp_uuid)?;
     let otp_uuid = Uuid::parse_str(&req.otp_uuid).map_err(|_| Error::OtpDead)?;
     state
         .engine
@@ -125,6 +147,14 @@ pub(crate) async fn validate(
     Body(req): Body<Validate>,
 ) -> Result<Response, ApiError> {
     let app = backend_app(&state, &headers, req.application_uuid.as_deref())?;
+    let target = req
+        .username
+        .as_deref()
+        .or(req.user_uuid.as_deref())
+        .unwrap_or_default();
+    state
+        .limits
+        .check(TargetKind::OtpValidate, app.uuid, &target.to_lowercase())?;
     let subject = match (req.username, req.user_uuid) {
         (Some(name), _) => OtpSubject::Username(name),
         (None, Some(uuid)) => {
@@ -163,6 +193,9 @@ pub(crate) async fn own_issue(
     Body(req): Body<OwnIssue>,
 ) -> Result<Response, ApiError> {
     let user = path_uuid(&user, Error::UserNotFound)?;
+    state
+        .limits
+        .check(TargetKind::OtpGenerate, who.app.uuid, &user.to_string())?;
     Ok(success(
         state.engine.issue_own_otp(&who, user, &req.purpose).await?,
     ))
@@ -182,6 +215,9 @@ pub(crate) async fn own_validate(
     Body(req): Body<OwnValidate>,
 ) -> Result<Response, ApiError> {
     let user = path_uuid(&user, Error::UserNotFound)?;
+    state
+        .limits
+        .check(TargetKind::OtpValidate, who.app.uuid, &user.to_string())?;
     state
         .engine
         .validate_own_otp(&who, user, &req.purpose, &req.otp)

@@ -1,0 +1,246 @@
+//! Rate limits: keyed GCRA buckets (the `governor` crate) per application, per target
+//! (device, username, otpUuid) and per client address, refused with 429 AN-RATE-1001 and a
+//! `Retry-After` header.
+//!
+//! These bound how fast anyone may try; the attempt limits that end a PIN or an OTP are the
+//! domain's, and the per-target limits sit above them. Which route checks which limit is
+//! decided where the route is built (`http.rs`) or in its handler.
+
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    num::NonZeroU32,
+    sync::Arc,
+    time::Duration,
+};
+
+use axum::{
+    extract::{ConnectInfo, Request, State},
+    http::HeaderMap,
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
+use governor::{
+    Quota, RateLimiter,
+    clock::{Clock, QuantaClock},
+    middleware::NoOpMiddleware,
+    state::keyed::DashMapStateStore,
+};
+use uuid::Uuid;
+
+use super::envelope::ApiError;
+use crate::config::{ConfigError, Rate, RateLimits, TrustedProxy, normalise_address};
+
+/// What a per-target limit counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TargetKind {
+    /// Logins of one device; key: the deviceUuid.
+    Login,
+    /// OTPs issued for one target; key: the username's matching key, userUuid or otpUuid.
+    OtpGenerate,
+    /// OTP validations against one target; key as for `OtpGenerate`.
+    OtpValidate,
+}
+
+impl TargetKind {
+    fn name(self) -> &'static str {
+        match self {
+            TargetKind::Login => "login_per_device",
+            TargetKind::OtpGenerate => "otp_generate",
+            TargetKind::OtpValidate => "otp_validate",
+        }
+    }
+}
+
+/// Every limiter of a server, and the proxies it believes.
+#[derive(Debug)]
+pub(crate) struct Limiters {
+    per_app: Bucket<Uuid>,
+    per_address: Bucket<IpAddr>,
+    login: Bucket<(Uuid, Box<str>)>,
+    otp_generate: Bucket<(Uuid, Box<str>)>,
+    otp_validate: Bucket<(Uuid, Box<str>)>,
+    trusted: Vec<TrustedProxy>,
+}
+
+impl Limiters {
+    /// Limiters for `config`, believing `X-Forwarded-For` from `trusted` peers only.
+    pub(crate) fn new(
+        config: &RateLimits,
+        trusted: Vec<TrustedProxy>,
+    ) -> Result<Self, ConfigError> {
+        config.validate()?;
+        Ok(Self {
+            per_app: Bucket::new("per_app", config.per_app, QuantaClock::default()),
+            per_address: Bucket::new("per_address", config.per_address, QuantaClock::default()),
+            login: Bucket::new(
+                "login_per_device",
+                config.login_per_device,
+                QuantaClock::default(),
+            ),
+            otp_generate: Bucket::new("otp_generate", config.otp_generate, QuantaClock::default()),
+            otp_validate: Bucket::new("otp_validate", config.otp_validate, QuantaClock::default()),
+            trusted,
+        })
+    }
+
+    /// Counts one request against target `key` of `app`. Pass a canonical key (a UUID, or a
+    /// username's matching key), so that spellings of one target share a bucket.
+    pub(crate) fn check(&self, kind: TargetKind, app: Uuid, key: &str) -> Result<(), ApiError> {
+        let bucket = match kind {
+            TargetKind::Login => &self.login,
+            TargetKind::OtpGenerate => &self.otp_generate,
+            TargetKind::OtpValidate => &self.otp_validate,
+        };
+        bucket.check(&(app, Box::from(key))).inspect_err(|_| {
+            tracing::debug!(app_id = %app, limit = kind.name(), "rate limited");
+        })
+    }
+
+    /// Counts one back-end call of `app` (made with its valid API key).
+    pub(crate) fn check_app(&self, app: Uuid) -> Result<(), ApiError> {
+        self.per_app.check(&app).inspect_err(|_| {
+            tracing::debug!(app_id = %app, limit = "per_app", "rate limited");
+        })
+    }
+
+    /// Counts one call from client address `client` on a route without an API key. IPv6
+    /// addresses count by /64, the block one subscriber usually holds.
+    pub(crate) fn check_address(&self, client: IpAddr) -> Result<(), ApiError> {
+        let bucket = match normalise_address(client) {
+            IpAddr::V6(v6) => {
+                let mask = u128::MAX << 64;
+                IpAddr::V6(Ipv6Addr::from(u128::from(v6) & mask))
+            }
+            v4 => v4,
+        };
+        self.per_address.check(&bucket).inspect_err(|_| {
+            tracing::debug!(client = %bucket, limit = "per_address", "rate limited");
+        })
+    }
+
+    /// The client behind `peer`: the peer itself, unless it is a trusted proxy; then the
+    /// right-most `X-Forwarded-For` hop that is not itself a trusted proxy (the left-most one
+    /// if all are). Hops left of an unreadable one were written by nobody we trust and are
+    /// not read.
+    pub(crate) fn client_address(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+        let mut client = normalise_address(peer);
+        if !self.is_trusted(client) {
+            return client;
+        }
+        let mut hops = Vec::new();
+        for value in headers.get_all("x-forwarded-for") {
+            match value.to_str() {
+                Ok(text) => hops.extend(text.split(',')),
+                Err(_) => hops.push(""),
+            }
+        }
+        for hop in hops.iter().rev() {
+            let Some(addr) = parse_hop(hop) else { break };
+            client = normalise_address(addr);
+            if !self.is_trusted(client) {
+                break;
+            }
+        }
+        client
+    }
+
+    /// Forgets buckets that have refilled completely: they hold nothing a new bucket would
+    /// not, and without this every key ever seen would stay in memory.
+    pub(crate) fn retain_recent(&self) {
+        self.per_app.retain_recent();
+        self.per_address.retain_recent();
+        self.login.retain_recent();
+        self.otp_generate.retain_recent();
+        self.otp_validate.retain_recent();
+    }
+
+    fn is_trusted(&self, addr: IpAddr) -> bool {
+        self.trusted.iter().any(|proxy| proxy.contains(addr))
+    }
+}
+
+/// Middleware for routes without an API key: one bucket per client address.
+pub(crate) async fn per_address(
+    State(limits): State<Arc<Limiters>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    // Without connection info (a router served without it) every caller shares one bucket.
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |info| info.0.ip());
+    let client = limits.client_address(peer, req.headers());
+    if let Err(refused) = limits.check_address(client) {
+        return refused.into_response();
+    }
+    next.run(req).await
+}
+
+/// Drops full buckets every `every` until the task is aborted.
+pub(crate) async fn sweep(limits: Arc<Limiters>, every: Duration) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        limits.retain_recent();
+    }
+}
+
+/// An `X-Forwarded-For` hop: an address, possibly with a port (`[v6]:port`, `v4:port`).
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    let hop = hop.trim();
+    hop.parse::<IpAddr>()
+        .ok()
+        .or_else(|| hop.parse::<SocketAddr>().ok().map(|s| s.ip()))
+}
+
+type Keyed<K, C> = RateLimiter<K, DashMapStateStore<K>, C, NoOpMiddleware<<C as Clock>::Instant>>;
+
+/// One keyed limiter, or none when its limit is off.
+#[derive(Debug)]
+struct Bucket<K: std::hash::Hash + Eq + Clone, C: Clock = QuantaClock> {
+    limiter: Option<Keyed<K, C>>,
+}
+
+impl<K: std::hash::Hash + Eq + Clone, C: Clock> Bucket<K, C> {
+    fn new(name: &'static str, rate: Rate, clock: C) -> Self {
+        let limiter = quota(rate).map(|q| RateLimiter::dashmap_with_clock(q, clock));
+        if rate.enabled() && limiter.is_none() {
+            tracing::warn!(limit = name, "rate limit not representable; it is off");
+        }
+        Self { limiter }
+    }
+
+    fn check(&self, key: &K) -> Result<(), ApiError> {
+        let Some(limiter) = &self.limiter else {
+            return Ok(());
+        };
+        limiter.check_key(key).map_err(|not_until| {
+            let wait = not_until.wait_time_from(limiter.clock().now());
+            ApiError::rate_limited(wait)
+        })
+    }
+
+    fn retain_recent(&self) {
+        if let Some(limiter) = &self.limiter {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.limiter.as_ref().map_or(0, RateLimiter::len)
+    }
+}
+
+/// The GCRA quota of `rate`; `None` when it is off (validated rates are always representable).
+fn quota(rate: Rate) -> Option<Quota> {
+    let burst = NonZeroU32::new(rate.burst)?;
+    let period = Duration::try_from_secs_f64(1.0 / rate.per_second).ok()?;
+    Quota::with_period(period).map(|q| q.allow_burst(burst))
+}
+
+#[cfg(test)]
+mod tests;
