@@ -19,11 +19,15 @@ pub enum Space {
     Sessions,
     /// Signing keys. Key: applicationUuid ‖ kid.
     Keys,
+    /// Messages waiting for delivery. Key: the record's UUIDv7 (16 bytes), so a scan yields
+    /// them in the order they were queued.
+    Outbox,
 }
 
 impl Space {
     /// Every space, in a fixed order.
-    pub const ALL: [Space; 7] = [
+    /// IMPORTANT: new spaces go at the end, so that no existing space changes its index.
+    pub const ALL: [Space; 8] = [
         Space::Meta,
         Space::Apps,
         Space::Users,
@@ -31,6 +35,7 @@ impl Space {
         Space::Devices,
         Space::Sessions,
         Space::Keys,
+        Space::Outbox,
     ];
 
     /// The fjall keyspace name.
@@ -43,6 +48,7 @@ impl Space {
             Space::Devices => "devices",
             Space::Sessions => "sessions",
             Space::Keys => "keys",
+            Space::Outbox => "outbox",
         }
     }
 
@@ -66,4 +72,17 @@ pub fn uuid_str_key(a: Uuid, suffix: &str) -> Vec<u8> {
     key.extend_from_slice(a.as_bytes());
     key.extend_from_slice(suffix.as_bytes());
     key
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_space_sits_at_its_index() {
+        for (i, space) in Space::ALL.iter().enumerate() {
+            assert_eq!(space.index(), i, "{space:?}");
+        }
+        assert_eq!(Space::Outbox.index(), 7);
+    }
 }
