@@ -1,6 +1,13 @@
 //! Per-application settings, with the contract's defaults.
 
+mod delivery;
+
 use serde::{Deserialize, Serialize};
+
+pub use delivery::{
+    Channel, DeliverySettings, OtpTemplates, SecretText, SmtpSettings, SmtpTls, Template,
+    Templates, WebhookSettings,
+};
 
 /// Signing algorithm for access tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -35,7 +42,8 @@ impl JwtAlgorithm {
     }
 }
 
-/// Lockout counts and periods, token lifetimes and the JWT algorithm of one application.
+/// Lockout counts and periods, token lifetimes, the JWT algorithm and the delivery channel of
+/// one application.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AppSettings {
@@ -59,6 +67,8 @@ pub struct AppSettings {
     pub access_token_ttl_secs: u64,
     /// Signing algorithm of access tokens.
     pub jwt_algorithm: JwtAlgorithm,
+    /// How tokens and OTPs reach users; by default they are returned to the back end.
+    pub delivery: DeliverySettings,
 }
 
 impl Default for AppSettings {
@@ -74,6 +84,7 @@ impl Default for AppSettings {
             token_digits: 6,
             access_token_ttl_secs: 900,
             jwt_algorithm: JwtAlgorithm::ES256,
+            delivery: DeliverySettings::default(),
         }
     }
 }
