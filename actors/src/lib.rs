@@ -9,6 +9,8 @@
 //! - `session`: the SessionActor (one-time tokens with deadlines and attempt limits).
 //! - `directory`: supervisors that spawn, find, passivate and respawn those actors.
 //! - [`KeyRing`]: signing keys of an application; [`apps`]: the application registry.
+//! - `notifier`: the NotifierActor, which delivers tokens and OTPs by e-mail or webhook from a
+//!   durable outbox, with retries.
 //! - [`Username`], [`HashedPin`]: validated inputs; `crypto`: keyed hashes and randomness.
 //! - [`Clock`]: the single reader of wall-clock time.
 //!
@@ -23,6 +25,7 @@ mod engine;
 mod error;
 mod input;
 mod keyring;
+mod notifier;
 mod session;
 mod settings;
 mod user;
@@ -37,5 +40,8 @@ pub use error::{Error, Result};
 pub use input::{HashedPin, Username, parse_code};
 pub use keyring::{AccessClaims, KeyRing, SigningKey};
 pub use latchkey_storage::{Durability, StoreStats};
-pub use settings::{AppSettings, JwtAlgorithm};
+pub use settings::{
+    AppSettings, Channel, DeliverySettings, JwtAlgorithm, OtpTemplates, SecretText, SmtpSettings,
+    SmtpTls, Template, Templates, WebhookSettings,
+};
 pub use user::{DevicePatch, DeviceView, UserPatch, UserView};

@@ -1,0 +1,631 @@
+//! The NotifierActor: delivers tokens and OTPs by e-mail (SMTP) or webhook from a durable
+//! outbox, with retries and exponential backoff.
+//!
+//! A message is rendered and written to the outbox before the caller answers its HTTP request,
+//! so an acknowledged message survives a crash; the actor then delivers it in the background.
+//! Sends run in spawned tasks, at most [`MAX_IN_FLIGHT`] at once, and report back to the
+//! actor, which deletes the record once delivered or given up, or stores the next try. So a
+//! slow or dead mail server delays only its own messages, never a request.
+//!
+//! Delivery is at least once: a crash between a send and the deletion of its record sends
+//! that message again after the restart (webhook receivers can deduplicate by the event `id`).
+//!
+//! What to send is decided here (`prepare`); which message a flow sends, and when, is decided
+//! by the engine.
+
+mod smtp;
+mod templates;
+mod webhook;
+
+use std::{
+    collections::{BTreeSet, HashMap, VecDeque},
+    future::Future,
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use latchkey_storage::{
+    Batch, Record, Space, Store,
+    records::{OutboxChannel, OutboxKind, OutboxPayload, OutboxRecord},
+};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::{task::JoinHandle, time::Instant};
+use uuid::Uuid;
+
+use crate::{
+    Error, Result,
+    apps::Application,
+    context::Context,
+    settings::{Channel, DeliverySettings},
+};
+
+/// Deliveries running at once; more wait in the actor's queue.
+pub(crate) const MAX_IN_FLIGHT: usize = 16;
+
+/// What a message is about; each kind has its own template and webhook event type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MessageKind {
+    /// A new user's activation token.
+    Activation,
+    /// An added device's activation token.
+    DeviceActivation,
+    /// A reset-PIN token.
+    ResetPin,
+    /// A one-time PIN (templates per purpose).
+    // Sent once the OTP routes call `Engine::deliver`.
+    #[allow(dead_code)]
+    Otp,
+    /// A Silent MFA verification link.
+    // Reserved for Silent MFA, which has no routes yet.
+    #[allow(dead_code)]
+    MagicLink,
+}
+
+impl MessageKind {
+    /// The name in templates (`[delivery.templates.<name>]`) and in webhook events (`type`).
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            MessageKind::Activation => "activation",
+            MessageKind::DeviceActivation => "device_activation",
+            MessageKind::ResetPin => "reset_pin",
+            MessageKind::Otp => "otp",
+            MessageKind::MagicLink => "magic_link",
+        }
+    }
+
+    fn stored(self) -> OutboxKind {
+        match self {
+            MessageKind::Activation => OutboxKind::Activation,
+            MessageKind::DeviceActivation => OutboxKind::DeviceActivation,
+            MessageKind::ResetPin => OutboxKind::ResetPin,
+            MessageKind::Otp => OutboxKind::Otp,
+            MessageKind::MagicLink => OutboxKind::MagicLink,
+        }
+    }
+}
+
+/// A message to deliver: its kind, whom it is for, and the secret it carries.
+pub(crate) struct Outgoing {
+    /// What it is about.
+    pub(crate) kind: MessageKind,
+    /// The user, if it is for a known one.
+    pub(crate) user: Option<Uuid>,
+    /// The username as stored, for `{username}`.
+    pub(crate) username: Option<String>,
+    /// Where an e-mail goes; required for the SMTP channel.
+    pub(crate) email: Option<String>,
+    /// Passed on in webhook events, for receivers that send texts.
+    pub(crate) mobile: Option<String>,
+    /// The OTP's purpose, for `{purpose}` and per-purpose templates.
+    pub(crate) purpose: Option<String>,
+    /// The token, OTP or link.
+    pub(crate) secret: String,
+}
+
+impl std::fmt::Debug for Outgoing {
+    // The secret and the addresses never reach a log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outgoing")
+            .field("kind", &self.kind)
+            .field("user", &self.user)
+            .field("purpose", &self.purpose)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Renders `message` for the application's channel: `None` when the application has no
+/// channel (the caller returns the secret instead). Nothing is written.
+///
+/// # Errors
+///
+/// [`Error::MissingField`] or [`Error::InvalidField`] (`email`) when the SMTP channel has no
+/// usable address to send to; [`Error::Internal`] when the channel is chosen but not
+/// configured (the config loader refuses that, so only an embedding can get here).
+pub(crate) fn prepare(
+    app: &Application,
+    message: &Outgoing,
+    now: u64,
+) -> Result<Option<OutboxRecord>> {
+    let delivery = &app.settings.delivery;
+    let id = Uuid::now_v7();
+    let (channel, recipient, payload) = match delivery.channel {
+        Channel::None => return Ok(None),
+        Channel::Smtp => {
+            if delivery.smtp.is_none() {
+                return Err(misconfigured(app, "smtp"));
+            }
+            let email = message
+                .email
+                .as_deref()
+                .ok_or(Error::MissingField("email"))?;
+            if email.parse::<lettre::Address>().is_err() {
+                return Err(Error::InvalidField {
+                    field: "email",
+                    reason: "is not an address mail can be sent to",
+                });
+            }
+            let (subject, body) = templates::render(&delivery.templates, message, &app.name);
+            let payload = OutboxPayload::Email { subject, body };
+            (OutboxChannel::Smtp, Some(email.to_owned()), payload)
+        }
+        Channel::Webhook => {
+            if delivery.webhook.is_none() {
+                return Err(misconfigured(app, "webhook"));
+            }
+            let event = templates::event(id, app.uuid, message, now);
+            (
+                OutboxChannel::Webhook,
+                None,
+                OutboxPayload::Webhook { event },
+            )
+        }
+    };
+
+    Ok(Some(OutboxRecord {
+        id,
+        app: app.uuid,
+        channel,
+        kind: message.kind.stored(),
+        recipient,
+        payload,
+        attempts: 0,
+        next_attempt: now,
+        created: now,
+    }))
+}
+
+fn misconfigured(app: &Application, channel: &'static str) -> Error {
+    tracing::error!(app_id = %app.uuid, channel, "delivery channel chosen but not configured");
+    Error::Internal(format!("delivery channel {channel} is not configured").into())
+}
+
+/// The handle the engine holds: queues messages and stops the actor.
+#[derive(Debug, Clone)]
+pub(crate) struct Notifier {
+    actor: ActorRef<NotifierMsg>,
+    store: Arc<dyn Store>,
+    pending: Arc<AtomicUsize>,
+}
+
+impl Notifier {
+    /// Starts the actor, which loads the outbox and resumes every pending message.
+    pub(crate) async fn start(ctx: Arc<Context>) -> Result<Self> {
+        let store = ctx.store.clone();
+        let loaded = tokio::task::spawn_blocking(move || load_outbox(store.as_ref()))
+            .await
+            .map_err(Error::internal)??;
+        let http = webhook::client()?;
+        let pending = Arc::new(AtomicUsize::new(0));
+        let args = NotifierState {
+            ctx: ctx.clone(),
+            http,
+            mailers: HashMap::new(),
+            records: HashMap::new(),
+            waiting: BTreeSet::new(),
+            ready: VecDeque::new(),
+            in_flight: HashMap::new(),
+            timer: None,
+            pending: pending.clone(),
+        };
+        let (actor, _) = Actor::spawn(None, NotifierActor, args)
+            .await
+            .map_err(Error::internal)?;
+        if !loaded.is_empty() {
+            tracing::info!(pending = loaded.len(), "resuming queued deliveries");
+        }
+        for record in loaded {
+            let _ = actor.cast(NotifierMsg::Submit(Box::new(record)));
+        }
+        Ok(Self {
+            actor,
+            store: ctx.store.clone(),
+            pending,
+        })
+    }
+
+    /// Writes `record` to the outbox and waits until it is durable, then hands it to the
+    /// actor. Returns before any delivery is tried.
+    pub(crate) async fn enqueue(&self, record: OutboxRecord) -> Result<()> {
+        let mut batch = Batch::new();
+        batch.put(Space::Outbox, record.id.as_bytes().to_vec(), &record)?;
+        self.store.commit(batch).await?;
+        self.submit(record);
+        Ok(())
+    }
+
+    /// Hands over a record the caller already made durable (in its own batch).
+    pub(crate) fn submit(&self, record: OutboxRecord) {
+        let id = record.id;
+        tracing::debug!(outbox_id = %id, app_id = %record.app, kind = ?record.kind, "message queued");
+        if self
+            .actor
+            .cast(NotifierMsg::Submit(Box::new(record)))
+            .is_err()
+        {
+            // Limitation: the notifier is not respawned if it fails; its messages wait in the
+            // outbox until the next start.
+            tracing::warn!(outbox_id = %id, "notifier not running; message kept for next start");
+        }
+    }
+
+    /// Messages not yet delivered or given up.
+    pub(crate) fn pending(&self) -> usize {
+        self.pending.load(Ordering::Relaxed)
+    }
+
+    /// Stops the actor; sends still running are abandoned and their messages stay queued.
+    pub(crate) async fn shutdown(&self) {
+        let _ = self
+            .actor
+            .stop_and_wait(None, Some(Duration::from_secs(5)))
+            .await;
+    }
+}
+
+/// Reads every queued message, oldest first. A record this build cannot read is left alone.
+fn load_outbox(store: &dyn Store) -> Result<Vec<OutboxRecord>> {
+    let mut out = Vec::new();
+    for (key, value) in store.scan_prefix(Space::Outbox, &[])? {
+        match OutboxRecord::decode(&value) {
+            Ok(record) => out.push(record),
+            Err(err) => {
+                let id = Uuid::from_slice(&key).unwrap_or_default();
+                tracing::warn!(outbox_id = %id, err = %err, "unreadable outbox record skipped");
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The wait before try `failed + 1`: base · 2^(failed − 1), at most the cap.
+pub(crate) fn backoff(settings: &DeliverySettings, failed: u32) -> u64 {
+    let factor = 1u64
+        .checked_shl(failed.saturating_sub(1))
+        .unwrap_or(u64::MAX);
+    let base = settings.retry_base_secs.max(1);
+    base.saturating_mul(factor)
+        .min(settings.retry_cap_secs.max(base))
+}
+
+/// Why a delivery failed, without the server's text (which may quote the address).
+#[derive(Debug, Clone, thiserror::Error)]
+pub(crate) enum DeliveryError {
+    /// The application or its channel settings are gone.
+    #[error("the application has no such channel configured any more")]
+    NotConfigured,
+    /// The stored address or sender cannot be used.
+    #[error("the address cannot be used")]
+    BadAddress,
+    /// No connection could be made.
+    #[error("could not connect")]
+    Connect,
+    /// The server did not answer in time.
+    #[error("timed out")]
+    Timeout,
+    /// TLS could not be set up or the certificate was refused.
+    #[error("TLS failed")]
+    Tls,
+    /// The SMTP server refused with a reply code.
+    #[error("refused with SMTP code {code}")]
+    Refused {
+        /// The reply code.
+        code: u16,
+        /// A 5xx code: trying again will not help.
+        permanent: bool,
+    },
+    /// The webhook answered with a non-2xx status.
+    #[error("answered HTTP {0}")]
+    Status(u16),
+}
+
+impl DeliveryError {
+    /// Whether trying again cannot help.
+    fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            DeliveryError::NotConfigured
+                | DeliveryError::BadAddress
+                | DeliveryError::Refused {
+                    permanent: true,
+                    ..
+                }
+        )
+    }
+}
+
+pub(crate) enum NotifierMsg {
+    /// A durable record to deliver.
+    Submit(Box<OutboxRecord>),
+    /// The earliest waiting retry may be due.
+    Wake,
+    /// A send finished.
+    Finished {
+        id: Uuid,
+        outcome: std::result::Result<(), DeliveryError>,
+    },
+}
+
+pub(crate) struct NotifierState {
+    ctx: Arc<Context>,
+    http: reqwest::Client,
+    /// SMTP transports (each with its connection pool) by application, built on first use.
+    mailers: HashMap<Uuid, smtp::Mailer>,
+    // Limitation: every queued record is held in memory; a backlog of millions (a mail server
+    // down for days under heavy sign-up) costs about a kilobyte each.
+    records: HashMap<Uuid, OutboxRecord>,
+    /// Records waiting for their next try, by when.
+    waiting: BTreeSet<(Instant, Uuid)>,
+    /// Records due, waiting for a free delivery slot.
+    ready: VecDeque<Uuid>,
+    in_flight: HashMap<Uuid, JoinHandle<()>>,
+    timer: Option<(Instant, JoinHandle<()>)>,
+    pending: Arc<AtomicUsize>,
+}
+
+/// The actor that owns the outbox's in-memory queue. See the module doc.
+pub(crate) struct NotifierActor;
+
+impl Actor for NotifierActor {
+    type Msg = NotifierMsg;
+    type State = NotifierState;
+    type Arguments = NotifierState;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<NotifierMsg>,
+        args: NotifierState,
+    ) -> std::result::Result<NotifierState, ActorProcessingErr> {
+        Ok(args)
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<NotifierMsg>,
+        state: &mut NotifierState,
+    ) -> std::result::Result<(), ActorProcessingErr> {
+        if let Some((_, timer)) = state.timer.take() {
+            timer.abort();
+        }
+        for (_, task) in state.in_flight.drain() {
+            task.abort();
+        }
+        Ok(())
+    }
+
+    #[tracing::instrument(name = "notifier", skip_all)]
+    async fn handle(
+        &self,
+        myself: ActorRef<NotifierMsg>,
+        msg: NotifierMsg,
+        state: &mut NotifierState,
+    ) -> std::result::Result<(), ActorProcessingErr> {
+        match msg {
+            NotifierMsg::Submit(record) => state.accept(*record),
+            NotifierMsg::Wake => {
+                state.timer = None;
+                state.wake();
+            }
+            NotifierMsg::Finished { id, outcome } => state.finished(id, outcome),
+        }
+        state.pump(&myself);
+        state.arm(&myself);
+        Ok(())
+    }
+}
+
+impl NotifierState {
+    fn accept(&mut self, record: OutboxRecord) {
+        let id = record.id;
+        let wait = record.next_attempt.saturating_sub(self.ctx.clock.now());
+        if self.records.insert(id, record).is_some() {
+            return; // already queued (resumed and submitted at once): keep one entry
+        }
+        self.pending.store(self.records.len(), Ordering::Relaxed);
+        if wait == 0 {
+            self.ready.push_back(id);
+        } else {
+            self.waiting
+                .insert((Instant::now() + Duration::from_secs(wait), id));
+        }
+    }
+
+    /// Moves every waiting record whose time has come to the ready queue.
+    fn wake(&mut self) {
+        let now = Instant::now();
+        while let Some(&(due, id)) = self.waiting.first() {
+            if due > now {
+                break;
+            }
+            self.waiting.pop_first();
+            self.ready.push_back(id);
+        }
+    }
+
+    /// Starts sends while slots are free.
+    fn pump(&mut self, myself: &ActorRef<NotifierMsg>) {
+        while self.in_flight.len() < MAX_IN_FLIGHT {
+            let Some(id) = self.ready.pop_front() else {
+                break;
+            };
+            let Some(record) = self.records.get(&id).cloned() else {
+                continue;
+            };
+            let send = self.send(&record);
+            let reply = myself.clone();
+            let task = tokio::spawn(async move {
+                let outcome = send.await;
+                let _ = reply.cast(NotifierMsg::Finished { id, outcome });
+            });
+            self.in_flight.insert(id, task);
+        }
+    }
+
+    /// The send of one record, as a future that owns everything it needs.
+    fn send(&mut self, record: &OutboxRecord) -> PendingSend {
+        let Some(app) = self.ctx.apps.get(record.app) else {
+            return failed(DeliveryError::NotConfigured);
+        };
+        let delivery = &app.settings.delivery;
+        match (&record.payload, &record.recipient) {
+            (OutboxPayload::Email { subject, body }, Some(to)) => {
+                let Some(settings) = delivery.smtp.as_ref() else {
+                    return failed(DeliveryError::NotConfigured);
+                };
+                let mailer = match self.mailers.get(&app.uuid) {
+                    Some(mailer) => mailer.clone(),
+                    None => match smtp::mailer(settings) {
+                        Ok(mailer) => {
+                            self.mailers.insert(app.uuid, mailer.clone());
+                            mailer
+                        }
+                        Err(err) => return failed(err),
+                    },
+                };
+                match smtp::message(settings, to, subject, body) {
+                    Ok(message) => Box::pin(smtp::send(mailer, message)),
+                    Err(err) => failed(err),
+                }
+            }
+            (OutboxPayload::Webhook { event }, _) => {
+                let Some(settings) = delivery.webhook.as_ref() else {
+                    return failed(DeliveryError::NotConfigured);
+                };
+                Box::pin(webhook::post(
+                    self.http.clone(),
+                    settings.clone(),
+                    event.clone(),
+                    self.ctx.clock.clone(),
+                ))
+            }
+            (OutboxPayload::Email { .. }, None) => failed(DeliveryError::BadAddress),
+        }
+    }
+
+    /// Deletes a delivered or hopeless record, or stores its next try.
+    fn finished(&mut self, id: Uuid, outcome: std::result::Result<(), DeliveryError>) {
+        self.in_flight.remove(&id);
+        let Some(record) = self.records.get_mut(&id) else {
+            return;
+        };
+        let (app, kind) = (record.app, record.kind);
+
+        let err = match outcome {
+            Ok(()) => {
+                tracing::info!(outbox_id = %id, app_id = %app, kind = ?kind, attempts = record.attempts + 1, "message delivered");
+                self.forget(id);
+                return;
+            }
+            Err(err) => err,
+        };
+        record.attempts += 1;
+        let settings = self
+            .ctx
+            .apps
+            .get(app)
+            .map(|a| a.settings.delivery.clone())
+            .unwrap_or_default();
+        if err.is_permanent() || record.attempts >= settings.max_tries {
+            tracing::warn!(outbox_id = %id, app_id = %app, kind = ?kind, attempts = record.attempts, err = %err, "delivery given up; message deleted");
+            self.forget(id);
+            return;
+        }
+
+        let wait = backoff(&settings, record.attempts);
+        record.next_attempt = self.ctx.clock.now() + wait;
+        tracing::debug!(outbox_id = %id, attempts = record.attempts, retry_in_secs = wait, err = %err, "delivery failed; will retry");
+        let mut batch = Batch::new();
+        match batch.put(Space::Outbox, id.as_bytes().to_vec(), &*record) {
+            Ok(()) => self.write(batch),
+            Err(err) => tracing::error!(outbox_id = %id, err = ?err, "outbox record not encodable"),
+        }
+        self.waiting
+            .insert((Instant::now() + Duration::from_secs(wait), id));
+    }
+
+    /// Drops a record from memory and the outbox.
+    fn forget(&mut self, id: Uuid) {
+        self.records.remove(&id);
+        self.pending.store(self.records.len(), Ordering::Relaxed);
+        let mut batch = Batch::new();
+        batch.delete(Space::Outbox, id.as_bytes().to_vec());
+        self.write(batch);
+    }
+
+    /// Submits a write without waiting for its fsync, so the actor keeps delivering; the
+    /// store applies batches in submission order, so a later write of the same record wins.
+    /// A write lost in a crash only means one more try (or one more copy) after the restart.
+    fn write(&self, batch: Batch) {
+        let commit = self.ctx.store.commit(batch);
+        tokio::spawn(async move {
+            if let Err(err) = commit.await {
+                tracing::error!(err = ?err, "outbox write failed");
+            }
+        });
+    }
+
+    /// Sets one timer for the earliest waiting record.
+    fn arm(&mut self, myself: &ActorRef<NotifierMsg>) {
+        let Some(&(due, _)) = self.waiting.first() else {
+            return;
+        };
+        if let Some((armed, timer)) = &self.timer {
+            if *armed <= due && !timer.is_finished() {
+                return;
+            }
+            timer.abort();
+        }
+        let wait = due.saturating_duration_since(Instant::now());
+        let me = myself.clone();
+        let timer = tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            let _ = me.cast(NotifierMsg::Wake);
+        });
+        self.timer = Some((due, timer));
+    }
+}
+
+/// One send as a boxed future that owns what it needs, so both channels fit one queue.
+type PendingSend =
+    Pin<Box<dyn Future<Output = std::result::Result<(), DeliveryError>> + Send + 'static>>;
+
+fn failed(err: DeliveryError) -> PendingSend {
+    Box::pin(std::future::ready(Err(err)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_the_base_up_to_the_cap() {
+        let settings = DeliverySettings::default();
+        let waits: Vec<u64> = (1..=10).map(|n| backoff(&settings, n)).collect();
+        assert_eq!(waits, [2, 4, 8, 16, 32, 64, 128, 256, 300, 300]);
+        assert_eq!(backoff(&settings, 200), 300, "no overflow on absurd counts");
+    }
+
+    #[test]
+    fn only_hopeless_failures_are_permanent() {
+        assert!(DeliveryError::BadAddress.is_permanent());
+        assert!(
+            DeliveryError::Refused {
+                code: 550,
+                permanent: true
+            }
+            .is_permanent()
+        );
+        assert!(
+            !DeliveryError::Refused {
+                code: 451,
+                permanent: false
+            }
+            .is_permanent()
+        );
+        assert!(!DeliveryError::Connect.is_permanent());
+        assert!(!DeliveryError::Status(500).is_permanent());
+    }
+}
