@@ -46,6 +46,10 @@ use crate::{
 /// Deliveries running at once; more wait in the actor's queue.
 pub(crate) const MAX_IN_FLIGHT: usize = 16;
 
+/// Longest a single try may take, from connecting to the answer; a relay that accepts the
+/// connection and then says nothing must not hold a slot for ever.
+const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// What a message is about; each kind has its own template and webhook event type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum MessageKind {
@@ -142,7 +146,7 @@ pub(crate) fn prepare(
                 .email
                 .as_deref()
                 .ok_or(Error::MissingField("email"))?;
-            if email.parse::<lettre::Address>().is_err() {
+            if !smtp::deliverable(email) {
                 return Err(Error::InvalidField {
                     field: "email",
                     reason: "is not an address mail can be sent to",
@@ -200,7 +204,7 @@ impl Notifier {
             .map_err(Error::internal)??;
         let http = webhook::client()?;
         let pending = Arc::new(AtomicUsize::new(0));
-        let args = NotifierState {
+        let mut state = NotifierState {
             ctx: ctx.clone(),
             http,
             mailers: HashMap::new(),
@@ -211,15 +215,15 @@ impl Notifier {
             timer: None,
             pending: pending.clone(),
         };
-        let (actor, _) = Actor::spawn(None, NotifierActor, args)
-            .await
-            .map_err(Error::internal)?;
         if !loaded.is_empty() {
             tracing::info!(pending = loaded.len(), "resuming queued deliveries");
         }
         for record in loaded {
-            let _ = actor.cast(NotifierMsg::Submit(Box::new(record)));
+            state.accept(record);
         }
+        let (actor, _) = Actor::spawn(None, NotifierActor, state)
+            .await
+            .map_err(Error::internal)?;
         Ok(Self {
             actor,
             store: ctx.store.clone(),
@@ -382,6 +386,17 @@ impl Actor for NotifierActor {
         Ok(args)
     }
 
+    /// Starts the deliveries resumed from the outbox.
+    async fn post_start(
+        &self,
+        myself: ActorRef<NotifierMsg>,
+        state: &mut NotifierState,
+    ) -> std::result::Result<(), ActorProcessingErr> {
+        state.pump(&myself);
+        state.arm(&myself);
+        Ok(())
+    }
+
     async fn post_stop(
         &self,
         _myself: ActorRef<NotifierMsg>,
@@ -457,7 +472,9 @@ impl NotifierState {
             let send = self.send(&record);
             let reply = myself.clone();
             let task = tokio::spawn(async move {
-                let outcome = send.await;
+                let outcome = tokio::time::timeout(SEND_TIMEOUT, send)
+                    .await
+                    .unwrap_or(Err(DeliveryError::Timeout));
                 let _ = reply.cast(NotifierMsg::Finished { id, outcome });
             });
             self.in_flight.insert(id, task);
@@ -486,7 +503,7 @@ impl NotifierState {
                     },
                 };
                 match smtp::message(settings, to, subject, body) {
-                    Ok(message) => Box::pin(smtp::send(mailer, message)),
+                    Ok((envelope, bytes)) => Box::pin(smtp::send(mailer, envelope, bytes)),
                     Err(err) => failed(err),
                 }
             }
