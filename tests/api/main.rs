@@ -14,6 +14,7 @@
 mod authorization;
 mod bad_input;
 mod crash;
+mod delivery;
 mod devices;
 mod enumeration;
 mod flow;
@@ -26,3 +27,6 @@ mod usernames;
 // Not every test module uses every helper.
 #[allow(dead_code)]
 mod helpers;
+// Not every test module uses every receiver.
+#[allow(dead_code)]
+mod receivers;
