@@ -50,16 +50,15 @@ struct Relay {
 /// Builds the relay for `settings`; no connection is opened yet.
 pub(super) fn mailer(settings: &SmtpSettings) -> Result<Mailer, DeliveryError> {
     let tls = match settings.tls {
-        SmtpTls::Starttls => Some(
-            TlsParameters::new_rustls(settings.host.clone()).map_err(|_| DeliveryError::Tls)?,
-        ),
+        SmtpTls::Starttls => {
+            Some(TlsParameters::new_rustls(settings.host.clone()).map_err(|_| DeliveryError::Tls)?)
+        }
         SmtpTls::Plain => None,
     };
     let credentials = match (&settings.username, &settings.password) {
-        (Some(user), Some(password)) => Some(Credentials::new(
-            user.clone(),
-            password.expose().to_owned(),
-        )),
+        (Some(user), Some(password)) => {
+            Some(Credentials::new(user.clone(), password.expose().to_owned()))
+        }
         _ => None,
     };
     Ok(Mailer {
@@ -81,7 +80,10 @@ pub(super) fn message(
     subject: &str,
     body: &str,
 ) -> Result<(Envelope, Vec<u8>), DeliveryError> {
-    let from: Mailbox = settings.from.parse().map_err(|_| DeliveryError::BadAddress)?;
+    let from: Mailbox = settings
+        .from
+        .parse()
+        .map_err(|_| DeliveryError::BadAddress)?;
     let to: Mailbox = to.parse().map_err(|_| DeliveryError::BadAddress)?;
     let message = Message::builder()
         .from(from)
@@ -131,14 +133,25 @@ pub(super) async fn send(
 
 impl Relay {
     /// Opens a connection: greeting, EHLO, STARTTLS if required, then AUTH if configured.
+    /// A refusal here (a bad password, a relay that turns clients away) says nothing about
+    /// the message, so it is never permanent: the message is tried again.
     async fn connect(&self) -> Result<AsyncSmtpConnection, DeliveryError> {
         let stream = TcpStream::connect((self.host.as_str(), self.port))
             .await
             .map_err(|_| DeliveryError::Connect)?;
-        stream.set_nodelay(true).map_err(|_| DeliveryError::Connect)?;
+        stream
+            .set_nodelay(true)
+            .map_err(|_| DeliveryError::Connect)?;
+        let setup = |e: lettre::transport::smtp::Error| match classify(&e) {
+            DeliveryError::Refused { code, .. } => DeliveryError::Refused {
+                code,
+                permanent: false,
+            },
+            other => other,
+        };
         let mut conn = AsyncSmtpConnection::connect_with_transport(Box::new(stream), &self.hello)
             .await
-            .map_err(|e| classify(&e))?;
+            .map_err(setup)?;
         if let Some(tls) = &self.tls {
             conn.starttls(tls.clone(), &self.hello)
                 .await
@@ -147,7 +160,7 @@ impl Relay {
         if let Some(credentials) = &self.credentials {
             conn.auth(&[Mechanism::Plain, Mechanism::Login], credentials)
                 .await
-                .map_err(|e| classify(&e))?;
+                .map_err(setup)?;
         }
         Ok(conn)
     }

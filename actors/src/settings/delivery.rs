@@ -376,9 +376,11 @@ mod tests {
             parse("[delivery]\nchannel = \"smtp\"\n[delivery.smtp]\nhost = \"h\"\nfrom = \"nope\"")
                 .unwrap();
         assert!(bad_from.validate().unwrap_err().contains("from"));
-        let bad_url =
-            parse("[delivery]\nchannel = \"webhook\"\n[delivery.webhook]\nurl = \"ftp://x\"\nsecret = \"s\"")
-                .unwrap();
+        let bad_url = parse(
+            "[delivery]\nchannel = \"webhook\"\n\
+             [delivery.webhook]\nurl = \"ftp://x\"\nsecret = \"s\"",
+        )
+        .unwrap();
         assert!(bad_url.validate().unwrap_err().contains("url"));
         let no_wait = parse("[delivery]\nretry_base_secs = 0").unwrap();
         assert!(no_wait.validate().is_err());
