@@ -342,6 +342,38 @@ async fn webhook_events_are_signed_retried_and_carry_the_token() {
     assert_eq!(status, StatusCode::OK, "{resp}");
 }
 
+#[tokio::test]
+async fn a_message_is_given_up_after_its_tries_and_leaves_the_outbox() {
+    let hooks = WebhookReceiver::start(usize::MAX).await;
+    let url = hooks.url.clone();
+    let app = TestApp::spawn_with(|c| {
+        c.app_defaults.delivery = DeliverySettings {
+            max_tries: 3,
+            ..webhook_delivery(&url)
+        };
+    })
+    .await;
+
+    sign_up_delivered(&app, "Gus").await;
+    eventually_within("the message is given up", Duration::from_secs(20), || {
+        let app = &app;
+        async move { app.engine().pending_deliveries() == 0 }
+    })
+    .await;
+    assert_eq!(hooks.hooks().len(), 3, "exactly max_tries tries");
+
+    let metrics = app
+        .client
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("latchkey_outbox_pending 0"), "{metrics}");
+}
+
 /// Accepts connections and never says a word: the slowest possible mail server.
 async fn silent_server() -> (u16, tokio::task::JoinHandle<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
