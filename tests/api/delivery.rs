@@ -245,6 +245,29 @@ async fn a_reset_mail_queued_while_smtp_is_down_arrives_after_a_restart() {
     .await;
 }
 
+#[tokio::test]
+async fn with_starttls_required_a_relay_without_it_gets_nothing() {
+    let mails = tempfile::tempdir().unwrap();
+    let sink = SmtpSink::start(mails.path()).await;
+    let app = TestApp::spawn_with(|c| {
+        let mut delivery = smtp_delivery(sink.port);
+        delivery.max_tries = 2;
+        if let Some(smtp) = delivery.smtp.as_mut() {
+            smtp.tls = SmtpTls::Starttls;
+        }
+        c.app_defaults.delivery = delivery;
+    })
+    .await;
+
+    sign_up_delivered(&app, "Hal").await;
+    eventually_within("both tries failed", Duration::from_secs(20), || {
+        let app = &app;
+        async move { app.engine().pending_deliveries() == 0 }
+    })
+    .await;
+    assert_eq!(sink.count(), 0, "nothing may go out unencrypted");
+}
+
 /// Checks a signature header the way a receiver would, with its own HMAC.
 fn signature_valid(secret: &str, header: &str, body: &str) -> bool {
     let Some((t, v1)) = header
