@@ -183,11 +183,18 @@ impl Config {
     }
 
     /// Every application's settings, with per-application sections laid over the defaults.
+    /// A section replaces whole top-level keys: an application's `[apps."…".delivery]`
+    /// replaces the default `delivery` table rather than merging into it.
     ///
     /// # Errors
     ///
-    /// [`ConfigError::Invalid`] for a section with unknown or mistyped keys.
+    /// [`ConfigError::Invalid`] for a section with unknown or mistyped keys, or delivery
+    /// settings that cannot work (a channel without its table, a bad sender or URL).
     pub fn settings_table(&self) -> Result<SettingsTable, ConfigError> {
+        self.app_defaults
+            .delivery
+            .validate()
+            .map_err(|e| ConfigError::Invalid(format!("[app_defaults]: {e}")))?;
         let defaults = toml::Table::try_from(&self.app_defaults)
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         let mut per_app = HashMap::new();
@@ -196,6 +203,10 @@ impl Config {
             merged.extend(overrides.clone());
             let settings: AppSettings = toml::Value::Table(merged)
                 .try_into()
+                .map_err(|e| ConfigError::Invalid(format!("[apps.\"{app}\"]: {e}")))?;
+            settings
+                .delivery
+                .validate()
                 .map_err(|e| ConfigError::Invalid(format!("[apps.\"{app}\"]: {e}")))?;
             per_app.insert(*app, settings);
         }
@@ -273,6 +284,26 @@ mod tests {
         assert!(
             Config::from_toml("[rate_limits]\nper_app = { per_second = -1, burst = 1 }").is_err()
         );
+    }
+
+    #[test]
+    fn delivery_settings_are_checked_at_load() {
+        let ok = "[app_defaults.delivery]\nchannel = \"webhook\"\n\
+                  [app_defaults.delivery.webhook]\nurl = \"http://127.0.0.1:9/hook\"\n\
+                  secret = \"s3cret\"\n";
+        let config = Config::from_toml(ok).unwrap();
+        assert!(
+            !format!("{config:?}").contains("s3cret"),
+            "secrets are redacted"
+        );
+
+        let err = Config::from_toml("[app_defaults.delivery]\nchannel = \"smtp\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("[delivery.smtp] is missing"), "{err}");
+        let app = Uuid::new_v4();
+        let text = format!("[apps.\"{app}\".delivery]\nchannel = \"webhook\"\n");
+        assert!(Config::from_toml(&text).is_err());
     }
 
     #[test]

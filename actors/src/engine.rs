@@ -27,6 +27,7 @@ use crate::{
     crypto::{self, Purpose, Secrets},
     directory::{Directory, DirectoryOptions},
     keyring::kid_of,
+    notifier::{self, MessageKind, Notifier, Outgoing},
     session::{SessionActor, TOMBSTONE_SECS, ids},
     user::{
         Credential, DevicePatch, DeviceView, Grant, UserActor, UserMsg, UserPatch, UserShared,
@@ -116,8 +117,9 @@ pub struct PublicKeyInfo {
 /// What sign-up or adding a device returns.
 #[derive(Debug, Clone)]
 pub struct Activation {
-    /// The one-time activation token.
-    pub token: String,
+    /// The one-time activation token, for the back end to deliver; `None` when Latchkey
+    /// delivered it through the application's channel.
+    pub token: Option<String>,
     /// The user.
     pub user_uuid: Uuid,
     /// The pending device, when one was added.
@@ -165,11 +167,13 @@ pub(crate) struct Inner {
     pub(crate) sessions: Directory<SessionActor>,
     pub(crate) iam_cache: crate::iam::IntrospectionCache,
     pub(crate) http: reqwest::Client,
+    pub(crate) notifier: Notifier,
     signup: Vec<tokio::sync::Mutex<()>>,
 }
 
 impl Engine {
-    /// Opens the store, loads applications and starts the directories.
+    /// Opens the store, loads applications, starts the directories and the notifier (which
+    /// resumes the deliveries a previous run left queued).
     ///
     /// # Errors
     ///
@@ -204,6 +208,7 @@ impl Engine {
             sessions: sessions.clone(),
         };
         let users = Directory::<UserActor>::start(shared, dir_options).await?;
+        let notifier = Notifier::start(ctx.clone()).await?;
         let signup = (0..SIGNUP_STRIPES)
             .map(|_| tokio::sync::Mutex::new(()))
             .collect();
@@ -219,6 +224,7 @@ impl Engine {
             sessions,
             iam_cache,
             http,
+            notifier,
             signup,
         };
         Ok(Self {
@@ -235,6 +241,7 @@ impl Engine {
     pub async fn shutdown(&self) -> Result<()> {
         self.inner.users.shutdown().await;
         self.inner.sessions.shutdown().await;
+        self.inner.notifier.shutdown().await;
         let store = self.inner.ctx.store.clone();
         tokio::task::spawn_blocking(move || store.close())
             .await
@@ -255,6 +262,11 @@ impl Engine {
     /// Live user and session actors.
     pub fn live_actors(&self) -> (usize, usize) {
         (self.inner.users.live(), self.inner.sessions.live())
+    }
+
+    /// Messages queued for delivery and not yet delivered or given up.
+    pub fn pending_deliveries(&self) -> usize {
+        self.inner.notifier.pending()
     }
 
     /// Number of applications.
@@ -320,11 +332,13 @@ impl Engine {
 
     // == Self-service
 
-    /// Registers a user and returns the activation token of its first device.
+    /// Registers a user and delivers the activation token of its first device, or returns it
+    /// when the application has no delivery channel.
     ///
     /// # Errors
     ///
-    /// Validation errors, [`Error::UsernameTaken`], storage errors.
+    /// Validation errors (including an e-mail address the SMTP channel cannot send to),
+    /// [`Error::UsernameTaken`], storage errors.
     pub async fn sign_up(&self, app: &Application, request: SignUp) -> Result<Activation> {
         let ctx = &self.inner.ctx;
         let username = Username::parse(&request.username)?;
@@ -376,8 +390,20 @@ impl Engine {
             purpose: None,
             otp_uuid: None,
         };
+        let message = Outgoing {
+            kind: MessageKind::Activation,
+            user: Some(user.uuid),
+            username: Some(user.username.clone()),
+            email: Some(email.clone()),
+            mobile: user.mobile_number.clone(),
+            purpose: None,
+            secret: token,
+        };
+        let queued = notifier::prepare(app, &message, now)?;
 
-        // The user, its index entry and its activation session land together or not at all.
+        // The user, its index entry, its activation session and its message land together or
+        // not at all: this is `deliver` with the outbox write joined to the sign-up's batch,
+        // so that a crash cannot leave a user whose token was never sent.
         let mut batch = Batch::new();
         batch.put(Space::Users, user.uuid.as_bytes().to_vec(), &user)?;
         batch.put_raw(
@@ -386,8 +412,18 @@ impl Engine {
             user.uuid.as_bytes().to_vec(),
         );
         batch.put(Space::Sessions, session.id.as_bytes(), &session)?;
+        if let Some(record) = &queued {
+            batch.put(Space::Outbox, record.id.as_bytes().to_vec(), record)?;
+        }
         ctx.store.commit(batch).await?;
 
+        let token = match queued {
+            Some(record) => {
+                self.inner.notifier.submit(record);
+                None
+            }
+            None => Some(message.secret),
+        };
         tracing::info!(app_id = %app.uuid, user_id = %user.uuid, "user signed up");
         self.audit()
             .record(AuditEvent::success(app.uuid, AuditKind::SignUp).user(user.uuid));
@@ -399,7 +435,8 @@ impl Engine {
         })
     }
 
-    /// Adds a pending device to a user and returns its activation token.
+    /// Adds a pending device to a user and delivers its activation token (or returns it when
+    /// the application has no delivery channel).
     ///
     /// # Errors
     ///
@@ -413,17 +450,21 @@ impl Engine {
         let user = self.require_user(app, username)?;
         let name = validate_device_name(name)?;
         let now = self.now();
-        let added = self
+        let issued = self
             .call_user(user, |reply| UserMsg::AddDevice {
                 name: name.clone(),
                 now,
                 reply,
             })
             .await;
-        let device = added.as_ref().ok().map(|(device, _, _)| *device);
+        let device = issued.as_ref().ok().map(|issued| issued.device);
         self.audit()
-            .outcome(app.uuid, AuditKind::DeviceAdded, user, device, &added);
-        let (device, token, email) = added?;
+            .outcome(app.uuid, AuditKind::DeviceAdded, user, device, &issued);
+        let issued = issued?;
+        let (device, email) = (issued.device, issued.email.clone());
+        let token = self
+            .deliver(app, issued.into_message(MessageKind::DeviceActivation))
+            .await?;
         Ok(Activation {
             token,
             user_uuid: user,
@@ -546,7 +587,8 @@ impl Engine {
         self.tokens(app, grant?, now)
     }
 
-    /// Issues a reset-PIN token for a device.
+    /// Issues a reset-PIN token for a device and delivers it; returns the token (when the
+    /// application has no delivery channel) and the user's e-mail address.
     ///
     /// # Errors
     ///
@@ -556,12 +598,12 @@ impl Engine {
         app: &Application,
         username: &str,
         device: Uuid,
-    ) -> Result<(String, String)> {
+    ) -> Result<(Option<String>, String)> {
         let user = self
             .lookup(app.uuid, &Username::parse(username)?)?
             .ok_or(Error::DeviceNotFound)?;
         let issued = self
-            .forgot_pin_of(user, device)
+            .forgot_pin_of(app, user, device)
             .await
             .map_err(not_found_as_device);
         self.audit().outcome(
@@ -799,7 +841,7 @@ impl Engine {
         .await
     }
 
-    /// Forgot-PIN for one of the caller's devices.
+    /// Forgot-PIN for one of the caller's devices, delivered as [`Engine::forgot_pin`].
     ///
     /// # Errors
     ///
@@ -808,9 +850,9 @@ impl Engine {
         &self,
         who: &Principal,
         device: Uuid,
-    ) -> Result<(String, String)> {
+    ) -> Result<(Option<String>, String)> {
         let issued = self
-            .forgot_pin_of(who.user, device)
+            .forgot_pin_of(&who.app, who.user, device)
             .await
             .map_err(foreign_device);
         self.audit().outcome(
@@ -859,10 +901,44 @@ impl Engine {
         self.inner.ctx.clock.now()
     }
 
-    async fn forgot_pin_of(&self, user: Uuid, device: Uuid) -> Result<(String, String)> {
+    async fn forgot_pin_of(
+        &self,
+        app: &Application,
+        user: Uuid,
+        device: Uuid,
+    ) -> Result<(Option<String>, String)> {
         let now = self.now();
-        self.call_user(user, |reply| UserMsg::ForgotPin { device, now, reply })
-            .await
+        let issued = self
+            .call_user(user, |reply| UserMsg::ForgotPin { device, now, reply })
+            .await?;
+        let email = issued.email.clone();
+        let token = self
+            .deliver(app, issued.into_message(MessageKind::ResetPin))
+            .await?;
+        Ok((token, email))
+    }
+
+    /// Delivers a token or OTP through the application's channel: the message is rendered
+    /// and durably queued before this returns, and sent in the background. Returns `None`
+    /// then (the secret must not appear in the HTTP answer), or `Some(secret)` when the
+    /// application has no channel, for the back end to deliver as before.
+    ///
+    /// # Errors
+    ///
+    /// An address the channel cannot send to ([`Error::MissingField`] or
+    /// [`Error::InvalidField`] for `email`), storage errors.
+    pub(crate) async fn deliver(
+        &self,
+        app: &Application,
+        message: Outgoing,
+    ) -> Result<Option<String>> {
+        match notifier::prepare(app, &message, self.now())? {
+            Some(record) => {
+                self.inner.notifier.enqueue(record).await?;
+                Ok(None)
+            }
+            None => Ok(Some(message.secret)),
+        }
     }
 
     async fn reset_pin_of(

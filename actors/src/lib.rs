@@ -9,6 +9,8 @@
 //! - `session`: the SessionActor (one-time tokens with deadlines and attempt limits).
 //! - `directory`: supervisors that spawn, find, passivate and respawn those actors.
 //! - [`KeyRing`]: signing keys of an application; [`apps`]: the application registry.
+//! - `notifier`: the NotifierActor, which delivers tokens and OTPs by e-mail or webhook from a
+//!   durable outbox, with retries.
 //! - [`Username`], [`HashedPin`]: validated inputs; `crypto`: keyed hashes and randomness.
 //! - [`Clock`]: the single reader of wall-clock time.
 //! - [`audit`]: the audit log's entries, written without waiting, and its tail.
@@ -26,6 +28,7 @@ mod error;
 mod iam;
 mod input;
 mod keyring;
+mod notifier;
 mod otp;
 mod session;
 mod settings;
@@ -47,5 +50,8 @@ pub use latchkey_storage::{
     records::{AuditOutcome, AuditRecord},
 };
 pub use otp::{IssuedOtp, OtpSubject, PendingOtp};
-pub use settings::{AppSettings, JwtAlgorithm};
+pub use settings::{
+    AppSettings, Channel, DeliverySettings, JwtAlgorithm, OtpTemplates, SecretText, SmtpSettings,
+    SmtpTls, Template, Templates, WebhookSettings,
+};
 pub use user::{AdminUserPatch, DevicePatch, DeviceView, UserPatch, UserView};

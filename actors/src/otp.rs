@@ -14,6 +14,7 @@ use crate::{
     apps::Application,
     crypto::{self, Purpose},
     engine::owner,
+    notifier::{MessageKind, Outgoing},
     session::{SessionMsg, Verdict},
 };
 
@@ -76,7 +77,9 @@ impl Engine {
         purpose: &str,
     ) -> Result<IssuedOtp> {
         let user = self.otp_user(app, &subject)?;
-        self.issue_otp_for(app, &user, purpose, None).await
+        let issued = self.issue_otp_for(app, &user, purpose, None).await?;
+        self.deliver_otp(app, Some(&user), None, purpose, issued)
+            .await
     }
 
     /// Issues an OTP for the caller's own user.
@@ -92,7 +95,9 @@ impl Engine {
     ) -> Result<IssuedOtp> {
         owner(who, user)?;
         let user = self.otp_user(&who.app, &OtpSubject::UserUuid(user))?;
-        self.issue_otp_for(&who.app, &user, purpose, None).await
+        let issued = self.issue_otp_for(&who.app, &user, purpose, None).await?;
+        self.deliver_otp(&who.app, Some(&user), None, purpose, issued)
+            .await
     }
 
     /// Issues an OTP that is bound only to its otpUuid.
@@ -100,20 +105,28 @@ impl Engine {
     /// # Errors
     ///
     /// Validation and storage errors.
-    pub async fn issue_anonymous_otp(&self, app: &Application, purpose: &str) -> Result<IssuedOtp> {
+    pub async fn issue_anonymous_otp(
+        &self,
+        app: &Application,
+        purpose: &str,
+        contact: (Option<String>, Option<String>),
+    ) -> Result<IssuedOtp> {
         let purpose = parse_purpose(purpose)?;
         let otp_uuid = Uuid::new_v4();
         let id = anonymous_id(otp_uuid);
-        self.issue(
-            app,
-            id,
-            SessionKind::AnonymousOtp,
-            None,
-            &purpose,
-            otp_uuid,
-            None,
-        )
-        .await
+        let issued = self
+            .issue(
+                app,
+                id,
+                SessionKind::AnonymousOtp,
+                None,
+                &purpose,
+                otp_uuid,
+                None,
+            )
+            .await;
+        self.deliver_otp(app, None, Some(contact), &purpose, issued?)
+            .await
     }
 
     /// Checks a user's OTP for a purpose.
@@ -298,6 +311,37 @@ impl Engine {
             user_email: None,
             mobile_number: None,
         })
+    }
+
+    /// Hands the code to the application's delivery channel, if it has one: then the code
+    /// leaves the answer. Without a channel it stays, for the back end to deliver.
+    async fn deliver_otp(
+        &self,
+        app: &Application,
+        user: Option<&UserRecord>,
+        contact: Option<(Option<String>, Option<String>)>,
+        purpose: &str,
+        mut issued: IssuedOtp,
+    ) -> Result<IssuedOtp> {
+        let Some(code) = issued.otp.take() else {
+            return Ok(issued);
+        };
+        let (email, mobile) = match (user, contact) {
+            (Some(user), _) => (Some(user.email.clone()), user.mobile_number.clone()),
+            (None, Some(contact)) => contact,
+            (None, None) => (None, None),
+        };
+        let message = Outgoing {
+            kind: MessageKind::Otp,
+            user: user.map(|u| u.uuid),
+            username: user.map(|u| u.username.clone()),
+            email,
+            mobile,
+            purpose: Some(purpose.to_owned()),
+            secret: code,
+        };
+        issued.otp = self.deliver(app, message).await?;
+        Ok(issued)
     }
 
     async fn redeem_otp(&self, app: Uuid, id: String, otp: &str) -> Result<()> {

@@ -1,6 +1,13 @@
 //! Per-application settings, with the contract's defaults.
 
+mod delivery;
+
 use serde::{Deserialize, Serialize};
+
+pub use delivery::{
+    Channel, DeliverySettings, OtpTemplates, SecretText, SmtpSettings, SmtpTls, Template,
+    Templates, WebhookSettings,
+};
 
 /// Signing algorithm for access tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -35,7 +42,8 @@ impl JwtAlgorithm {
     }
 }
 
-/// Lockout counts and periods, token lifetimes and the JWT algorithm of one application.
+/// Lockout counts and periods, token lifetimes, the JWT algorithm and the delivery channel of
+/// one application.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AppSettings {
@@ -68,6 +76,8 @@ pub struct AppSettings {
     pub iam: IamSettings,
     /// Signing algorithm of access tokens.
     pub jwt_algorithm: JwtAlgorithm,
+    /// How tokens and OTPs reach users; by default they are returned to the back end.
+    pub delivery: DeliverySettings,
 }
 
 impl AppSettings {
@@ -136,6 +146,7 @@ impl Default for AppSettings {
             otp_digits: 6,
             iam: IamSettings::default(),
             jwt_algorithm: JwtAlgorithm::ES256,
+            delivery: DeliverySettings::default(),
         }
     }
 }

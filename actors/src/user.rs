@@ -22,7 +22,7 @@ use crate::{
     session::SessionActor,
 };
 
-pub(crate) use credentials::{Credential, Grant};
+pub(crate) use credentials::{Credential, Grant, Issued};
 pub use manage::{AdminUserPatch, DevicePatch, DeviceView, UserPatch, UserView};
 
 pub(crate) enum UserMsg {
@@ -43,7 +43,7 @@ pub(crate) enum UserMsg {
     AddDevice {
         name: String,
         now: u64,
-        reply: RpcReplyPort<Result<(Uuid, String, String)>>,
+        reply: RpcReplyPort<Result<Issued>>,
     },
     ActivateDevice {
         device: Uuid,
@@ -55,7 +55,7 @@ pub(crate) enum UserMsg {
     ForgotPin {
         device: Uuid,
         now: u64,
-        reply: RpcReplyPort<Result<(String, String)>>,
+        reply: RpcReplyPort<Result<Issued>>,
     },
     ResetPin {
         device: Uuid,

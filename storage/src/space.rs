@@ -22,6 +22,9 @@ pub enum Space {
     /// The audit log, append-only. Key: applicationUuid ‖ a time-ordered (v7) entry id, so an
     /// application's newest entries are the end of its prefix.
     Audit,
+    /// Messages waiting for delivery. Key: the record's UUIDv7 (16 bytes), so a scan yields
+    /// them in the order they were queued.
+    Outbox,
 }
 
 impl Space {
@@ -29,7 +32,7 @@ impl Space {
     ///
     /// IMPORTANT: new spaces go at the end, here and in the enum: the writer indexes its
     /// keyspace handles by position.
-    pub const ALL: [Space; 8] = [
+    pub const ALL: [Space; 9] = [
         Space::Meta,
         Space::Apps,
         Space::Users,
@@ -38,6 +41,7 @@ impl Space {
         Space::Sessions,
         Space::Keys,
         Space::Audit,
+        Space::Outbox,
     ];
 
     /// The fjall keyspace name.
@@ -51,6 +55,7 @@ impl Space {
             Space::Sessions => "sessions",
             Space::Keys => "keys",
             Space::Audit => "audit",
+            Space::Outbox => "outbox",
         }
     }
 
@@ -81,9 +86,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_space_sits_at_its_own_index() {
+    fn every_space_sits_at_its_index() {
         for (i, space) in Space::ALL.iter().enumerate() {
             assert_eq!(space.index(), i, "{space:?}");
         }
+        assert_eq!(Space::Audit.index(), 7);
+        assert_eq!(Space::Outbox.index(), 8);
     }
 }

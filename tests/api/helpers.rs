@@ -252,18 +252,28 @@ pub(crate) fn code(body: &Value) -> &str {
 }
 
 /// Waits until `check` holds, polling; never a bare sleep.
-pub(crate) async fn eventually<F, Fut>(what: &str, mut check: F)
+pub(crate) async fn eventually<F, Fut>(what: &str, check: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    for _ in 0..200 {
+    eventually_within(what, Duration::from_secs(5), check).await;
+}
+
+/// [`eventually`] with a longer budget, for waits that include a retry backoff.
+pub(crate) async fn eventually_within<F, Fut>(what: &str, budget: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let polls = budget.as_millis() / 25;
+    for _ in 0..polls.max(1) {
         if check().await {
             return;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    panic!("timed out waiting for: {what}");
+    panic!("timed out after {budget:?} waiting for: {what}");
 }
 
 fn init_log() {

@@ -15,6 +15,7 @@ mod audit;
 mod authorization;
 mod bad_input;
 mod crash;
+mod delivery;
 mod devices;
 mod enumeration;
 mod flow;
@@ -32,3 +33,6 @@ mod usernames;
 // Not every test module uses every helper.
 #[allow(dead_code)]
 mod helpers;
+// Not every test module uses every receiver.
+#[allow(dead_code)]
+mod receivers;

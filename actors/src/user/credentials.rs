@@ -14,6 +14,7 @@ use crate::{
     Error, HashedPin, Result,
     audit::{AuditEvent, AuditKind},
     crypto::{self, Purpose},
+    notifier::{MessageKind, Outgoing},
     session::{SessionMsg, Verdict, ids},
 };
 
@@ -44,6 +45,31 @@ pub(crate) struct Grant {
     pub(crate) sid: Uuid,
     pub(crate) auth_key: String,
     pub(crate) auth_key_uuid: Uuid,
+}
+
+/// A one-time token just issued for a device, with what its message needs.
+pub(crate) struct Issued {
+    pub(crate) token: String,
+    pub(crate) user: Uuid,
+    pub(crate) device: Uuid,
+    pub(crate) username: String,
+    pub(crate) email: String,
+    pub(crate) mobile: Option<String>,
+}
+
+impl Issued {
+    /// The message that carries the token to the user.
+    pub(crate) fn into_message(self, kind: MessageKind) -> Outgoing {
+        Outgoing {
+            kind,
+            user: Some(self.user),
+            username: Some(self.username),
+            email: Some(self.email),
+            mobile: self.mobile,
+            purpose: None,
+            secret: self.token,
+        }
+    }
 }
 
 impl UserState {
@@ -154,16 +180,13 @@ impl UserState {
         Ok(grant)
     }
 
-    pub(super) async fn add_device(
-        &mut self,
-        name: String,
-        now: u64,
-    ) -> Result<(Uuid, String, String)> {
+    pub(super) async fn add_device(&mut self, name: String, now: u64) -> Result<Issued> {
         let (user, app) = self.user()?;
         if user.forbid_adding_devices {
             return Err(Error::AddingDevicesForbidden);
         }
-        let email = user.email.clone();
+        let (username, email) = (user.username.clone(), user.email.clone());
+        let mobile = user.mobile_number.clone();
         let settings = &app.settings;
 
         let device = new_device(user.uuid, name, now);
@@ -194,9 +217,16 @@ impl UserState {
         batch.put(Space::Sessions, session.id.as_bytes(), &session)?;
         self.shared.ctx.store.commit(batch).await?;
 
-        let device_uuid = device.uuid;
+        let issued = Issued {
+            token,
+            user: device.user,
+            device: device.uuid,
+            username,
+            email,
+            mobile,
+        };
         self.store_device(device);
-        Ok((device_uuid, token, email))
+        Ok(issued)
     }
 
     pub(super) async fn activate_device(
@@ -225,10 +255,12 @@ impl UserState {
         Ok(grant)
     }
 
-    pub(super) async fn forgot_pin(&mut self, device: Uuid, now: u64) -> Result<(String, String)> {
+    pub(super) async fn forgot_pin(&mut self, device: Uuid, now: u64) -> Result<Issued> {
         let (user, app) = self.user()?;
         let settings = app.settings.clone();
-        let (user_uuid, app_uuid, email) = (user.uuid, app.uuid, user.email.clone());
+        let (user_uuid, app_uuid) = (user.uuid, app.uuid);
+        let (username, email) = (user.username.clone(), user.email.clone());
+        let mobile = user.mobile_number.clone();
         let dev = self
             .device(device)
             .filter(|d| d.active)
@@ -266,7 +298,14 @@ impl UserState {
             .sessions
             .call(&id, |reply| SessionMsg::Issue(session.clone(), reply))
             .await??;
-        Ok((token, email))
+        Ok(Issued {
+            token,
+            user: user_uuid,
+            device,
+            username,
+            email,
+            mobile,
+        })
     }
 
     pub(super) async fn reset_pin(

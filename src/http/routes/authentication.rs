@@ -2,7 +2,7 @@
 
 use axum::{extract::State, http::HeaderMap, response::Response};
 use latchkey_actors::{HashedPin, LoginRequest, Tokens};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -137,7 +137,19 @@ pub(crate) async fn forgot_pin(
     let app = backend_app(&state, &headers, req.application_uuid.as_deref())?;
     let device = device_id(&req.device_uuid)?;
     let (token, email) = state.engine.forgot_pin(&app, &req.username, device).await?;
-    Ok(success(json!({"resetPinToken": token, "userEmail": email})))
+    Ok(success(ResetIssued {
+        reset_pin_token: token,
+        user_email: email,
+    }))
+}
+
+/// A forgot-PIN answer. The token is absent when Latchkey delivered it itself.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ResetIssued {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) reset_pin_token: Option<String>,
+    pub(crate) user_email: String,
 }
 
 #[derive(Debug, Deserialize)]

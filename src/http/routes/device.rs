@@ -3,9 +3,8 @@
 use axum::{extract::State, response::Response};
 use latchkey_actors::{DevicePatch, Error, HashedPin};
 use serde::Deserialize;
-use serde_json::json;
 
-use super::authentication::grant;
+use super::authentication::{ResetIssued, grant};
 use crate::http::{
     AppState,
     envelope::{ApiError, done, success},
@@ -72,7 +71,10 @@ pub(crate) async fn forgot_pin(
 ) -> Result<Response, ApiError> {
     let device = path_uuid(&device, Error::Forbidden)?;
     let (token, email) = state.engine.device_forgot_pin(&who, device).await?;
-    Ok(success(json!({"resetPinToken": token, "userEmail": email})))
+    Ok(success(ResetIssued {
+        reset_pin_token: token,
+        user_email: email,
+    }))
 }
 
 #[derive(Debug, Deserialize)]

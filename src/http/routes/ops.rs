@@ -40,8 +40,15 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
          latchkey_live_user_actors {}\n\
          # HELP latchkey_live_session_actors Session actors in memory.\n\
          # TYPE latchkey_live_session_actors gauge\n\
-         latchkey_live_session_actors {}\n",
-        stats.batches, stats.fsyncs, users, sessions
+         latchkey_live_session_actors {}\n\
+         # HELP latchkey_outbox_pending Messages queued for delivery, not yet sent or given up.\n\
+         # TYPE latchkey_outbox_pending gauge\n\
+         latchkey_outbox_pending {}\n",
+        stats.batches,
+        stats.fsyncs,
+        users,
+        sessions,
+        state.engine.pending_deliveries()
     );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }

@@ -95,11 +95,11 @@ pub(crate) async fn anonymous_issue(
     state
         .limits
         .check(TargetKind::OtpGenerate, app.uuid, &target.to_lowercase())?;
-    // Limitation: the address is used only for delivery, which the notifier adds; it is
-    // not stored with the OTP.
-    let _ = (req.email, req.mobile_number);
     Ok(success(
-        state.engine.issue_anonymous_otp(&app, &req.purpose).await?,
+        state
+            .engine
+            .issue_anonymous_otp(&app, &req.purpose, (req.email, req.mobile_number))
+            .await?,
     ))
 }
 

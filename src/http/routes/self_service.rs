@@ -2,8 +2,8 @@
 
 use axum::{extract::State, http::HeaderMap, response::Response};
 use latchkey_actors::SignUp;
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
 use crate::http::{
     AppState,
@@ -33,7 +33,23 @@ pub(crate) async fn create_user(
         mobile_number: req.mobile_number,
     };
     let created = state.engine.sign_up(&app, request).await?;
-    Ok(success(json!({"activationToken": created.token})))
+    Ok(success(Created {
+        activation_token: created.token,
+        device_uuid: None,
+        user_email: None,
+    }))
+}
+
+/// A sign-up or add-device answer. The token is absent when Latchkey delivered it itself.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Created {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    activation_token: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    device_uuid: Option<Uuid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_email: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -55,9 +71,9 @@ pub(crate) async fn create_device(
         .engine
         .add_device(&app, &req.username, &req.device_name)
         .await?;
-    Ok(success(json!({
-        "activationToken": added.token,
-        "deviceUuid": added.device_uuid,
-        "userEmail": added.email,
-    })))
+    Ok(success(Created {
+        activation_token: added.token,
+        device_uuid: added.device_uuid,
+        user_email: Some(added.email),
+    }))
 }
