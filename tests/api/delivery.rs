@@ -526,3 +526,32 @@ async fn delivery_rate_to_a_local_smtp_server() {
         rate(live),
     );
 }
+
+#[tokio::test]
+async fn an_otp_arrives_by_email_leaves_the_answer_and_works_once() {
+    let mails = tempfile::tempdir().unwrap();
+    let sink = SmtpSink::start(mails.path()).await;
+    let app = TestApp::spawn_with(|c| c.app_defaults.delivery = smtp_delivery(sink.port)).await;
+    device_by_mail(&app, &sink, "Otis").await;
+
+    let body = json!({"applicationUuid": app.app, "username": "Otis", "purpose": "login"});
+    let (status, issued) = app.backend("/self-service/otp", &body).await;
+    assert_eq!(status, StatusCode::OK, "{issued}");
+    assert!(
+        issued.get("otp").is_none(),
+        "a delivered OTP must not be in the answer: {issued}"
+    );
+    assert!(issued["otpUuid"].is_string(), "{issued}");
+
+    let otp = code_in(&mail_to(&sink, "Otis", "one-time code").await);
+    let check = json!({"applicationUuid": app.app, "username": "Otis", "purpose": "login",
+                       "otp": otp});
+    let (status, resp) = app.backend("/self-service/otp/validate", &check).await;
+    assert_eq!(status, StatusCode::OK, "{resp}");
+    let (status, resp) = app.backend("/self-service/otp/validate", &check).await;
+    assert_eq!(
+        (status, code(&resp)),
+        (StatusCode::BAD_REQUEST, "AN-UOTP-1011"),
+        "{resp}"
+    );
+}
