@@ -123,6 +123,8 @@ impl Actor for SessionActor {
                 let _ = reply.send(state.issue(&myself, *record).await);
             }
             SessionMsg::Verify { secret, now, reply } => {
+                // A finished session stays until passivated: stopping it here would drop the
+                // requests queued behind this one, and a burst would turn into retries.
                 let _ = reply.send(state.verify(&secret, now).await);
             }
             SessionMsg::Revoke(reply) => {
