@@ -7,12 +7,14 @@
 //!
 //! # Durability trade-off
 //!
-//! [`Audit::record`] hands its entry to the group-commit writer and returns without waiting:
-//! an audit write never adds an fsync wait to a login. The writer is FIFO, so the entry lands
-//! with the next group, in order with the writes around it. The price: an entry recorded after
-//! its operation was acknowledged can be lost if the machine dies before that next fsync (a
-//! window of about one fsync), and a store that refuses writes (poisoned) loses entries
-//! silently here, because the writer has already logged the failure that poisoned it.
+//! [`Audit::record`] hands its entry to the group-commit writer and returns without waiting
+//! (`Store::submit`): an audit write never adds an fsync wait to a login, nor an fsync of its
+//! own to the disk's load. The writer is FIFO, so the entry is applied in order with the
+//! writes around it and becomes durable with the next fsync that some waiting write asks for,
+//! or about 100 ms after the writer falls idle. The price: an entry recorded after its
+//! operation was acknowledged can be lost if the machine (not just the process) dies in that
+//! window, and a store that refuses writes (poisoned) loses entries silently here, because
+//! the writer has already logged the failure that poisoned it.
 
 use std::{collections::BTreeMap, sync::Arc};
 
@@ -182,6 +184,8 @@ impl AuditEvent {
 }
 
 /// Writes audit entries. Cheap to clone; shared through the engine's context.
+// Limitation: entries are never pruned; the audit keyspace grows by a few hundred bytes per
+// event (two per login) for as long as the data directory lives.
 #[derive(Debug, Clone)]
 pub struct Audit {
     store: Arc<dyn Store>,
@@ -198,6 +202,17 @@ impl Audit {
     pub fn record(&self, event: AuditEvent) {
         let kind = event.kind;
         let record = event.into_record(self.clock.now());
+        // The same entry on the `audit` log target, for operators who follow logs instead
+        // (`LATCHKEY_LOG=info,audit=debug`); debug, because it fires on every login.
+        tracing::debug!(
+            target: "audit",
+            event = kind.name(),
+            app_id = %record.app,
+            user_id = record.user.map(|u| u.to_string()),
+            device_id = record.device.map(|d| d.to_string()),
+            outcome = ?record.outcome,
+            code = record.code.as_deref(),
+        );
         // Uuid v7 ids are ordered by creation within the process, so an application's
         // entries sort oldest first under its prefix.
         let key = pair_key(record.app, Uuid::now_v7());
@@ -206,8 +221,7 @@ impl Audit {
             tracing::warn!(err = ?err, event = kind.name(), "audit entry not encoded");
             return;
         }
-        // Submitted by this call; dropping the future does not withdraw it (Store::commit).
-        drop(self.store.commit(batch));
+        self.store.submit(batch);
     }
 
     /// Records `kind` for `user` and `device` with the outcome of `result`.

@@ -54,6 +54,10 @@ impl TargetKind {
 }
 
 /// Every limiter of a server, and the proxies it believes.
+// Limitation: buckets live in this process's memory, so each node of a cluster allows the
+// full rate and a restart refills every bucket.
+// Limitation: bearer-token routes (user, device, JWT renew and validate, logout) have no
+// limit of their own; they need a valid, unrevoked token, and nothing keys them yet.
 #[derive(Debug)]
 pub(crate) struct Limiters {
     per_app: Bucket<Uuid>,
