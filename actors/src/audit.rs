@@ -58,6 +58,14 @@ pub enum AuditKind {
     UserDeleted,
     /// A device session ended.
     Logout,
+    /// A one-time PIN was issued (never the code itself).
+    OtpIssued,
+    /// A one-time PIN was validated.
+    OtpUsed,
+    /// A one-time PIN was refused (wrong, expired, used, out of tries); the code says which.
+    OtpFailed,
+    /// A back-office (IAM) call, with its requestor.
+    IamCall,
 }
 
 impl AuditKind {
@@ -78,6 +86,10 @@ impl AuditKind {
             AuditKind::UserChanged => "user_changed",
             AuditKind::UserDeleted => "user_deleted",
             AuditKind::Logout => "logout",
+            AuditKind::OtpIssued => "otp_issued",
+            AuditKind::OtpUsed => "otp_used",
+            AuditKind::OtpFailed => "otp_failed",
+            AuditKind::IamCall => "iam_call",
         }
     }
 }
