@@ -1,5 +1,6 @@
-//! Load driver: registers users, then measures concurrent PIN logins against a release build of
-//! `latchkey serve`, over real HTTP/1.1 on loopback.
+//! Load driver: registers users, then measures concurrent PIN logins (and, with `--otp`, OTP
+//! generate+validate pairs) against a release build of `latchkey serve`, over real HTTP/1.1 on
+//! loopback.
 //!
 //! The server runs as a child process rather than in-process so that the figures include what a
 //! client pays (TCP, HTTP parsing, the group-commit fsync behind every acknowledged login) and so
@@ -8,6 +9,7 @@
 //!
 //! Run `cargo bench --bench load -- --help` for the options; the defaults register 1,000 users
 //! and run 10 s of logins at 1, 16 and 64 connections with the server's default durability.
+//! `--otp` adds as many OTP phases on the same users, with the per-target OTP rate limits off.
 
 // Cargo would take `benches/<name>.rs` for a bench target of its own, so the modules live under
 // `load/` and are named by path.
@@ -36,7 +38,7 @@ use crate::server::{Server, Target, http_client};
 #[derive(Debug, Parser)]
 #[command(
     name = "load",
-    about = "Concurrent PIN logins against a release build of latchkey"
+    about = "Concurrent PIN logins (and OTP pairs) against a release build of latchkey"
 )]
 struct Args {
     /// Users to register (one device each) for the login phases; 0 skips those phases.
@@ -45,9 +47,14 @@ struct Args {
     /// Length of each login phase, in seconds.
     #[arg(long, default_value_t = 10)]
     seconds: u64,
-    /// Connection counts, one login phase each.
+    /// Connection counts, one login phase (and one OTP phase) each.
     #[arg(long, value_delimiter = ',', default_values_t = [1, 16, 64])]
     connections: Vec<usize>,
+    /// After the login phases, OTP phases of as long on the same users: each connection has an
+    /// OTP issued for one of its users and validates it, again and again. The server then runs
+    /// with the per-user OTP rate limits (otp_generate, otp_validate) turned off.
+    #[arg(long)]
+    otp: bool,
     /// Connections used while registering users.
     #[arg(long, default_value_t = 64)]
     register_connections: usize,
@@ -100,6 +107,13 @@ async fn run(args: &Args) -> Result<()> {
         "server {}, durability {mode}, load average {load}",
         bin.display()
     );
+    if args.otp && args.users > 0 {
+        println!(
+            "--otp: the server runs with the per-user OTP rate limits off (burst 0), also \
+             during the login phases: {}",
+            OTP_LIMITS_OFF.trim_end().replace('\n', "; ")
+        );
+    }
 
     if args.users > 0 {
         login_bench(args, &bin).await?;
@@ -116,8 +130,27 @@ fn now() -> Instant {
     Instant::now()
 }
 
+/// The `[rate_limits]` section of `--otp`: OTPs for one username are otherwise limited to a burst
+/// of 20 refilling at 0.5/s (generation) and 2/s (validation), which a bench exhausts at once.
+const OTP_LIMITS_OFF: &str = "[rate_limits]\n\
+                              otp_generate = { per_second = 0, burst = 0 }\n\
+                              otp_validate = { per_second = 0, burst = 0 }\n";
+
+/// The server's config file, or none when every setting is the server's default.
+fn server_config(durability: Option<&str>, otp_limits_off: bool) -> Option<String> {
+    let mut text = String::new();
+    if let Some(mode) = durability {
+        let _ = writeln!(text, "durability = \"{mode}\"");
+    }
+    if otp_limits_off {
+        text.push_str(OTP_LIMITS_OFF);
+    }
+    (!text.is_empty()).then_some(text)
+}
+
 async fn login_bench(args: &Args, bin: &Path) -> Result<()> {
-    let server = Server::start(bin, args.durability.as_deref()).await?;
+    let config = server_config(args.durability.as_deref(), args.otp);
+    let server = Server::start(bin, config.as_deref()).await?;
     let mut devices = register(&server, args.users, args.register_connections).await?;
     println!("server RSS after registration: {}", server.memory());
     println!(
@@ -144,7 +177,35 @@ async fn login_bench(args: &Args, bin: &Path) -> Result<()> {
         "server RSS after the login phases: {}; {actors}",
         server.memory()
     );
+
+    if args.otp {
+        let usernames: Vec<String> = devices.into_iter().map(|device| device.username).collect();
+        otp_bench(args, &server, &usernames).await?;
+    }
     server.stop(args.keep).await
+}
+
+async fn otp_bench(args: &Args, server: &Server, usernames: &[String]) -> Result<()> {
+    println!(
+        "\n{} s OTP phases over the same {} users, purpose \"{OTP_PURPOSE}\"; a pair is an OTP \
+         issued then validated (two requests, one after the other); latency of successful pairs",
+        args.seconds,
+        usernames.len()
+    );
+    println!("{}", report::OTP_HEADER);
+    for &connections in &args.connections {
+        let (row, failures) = otp_phase(server, usernames, connections, args.seconds).await?;
+        row.print();
+        if !failures.is_empty() {
+            println!("       errors{}", describe_failures(&failures));
+        }
+    }
+    let actors = report::live_actors(&http_client()?, server).await;
+    println!(
+        "server RSS after the OTP phases: {}; {actors}",
+        server.memory()
+    );
+    Ok(())
 }
 
 async fn rss_bench(args: &Args, bin: &Path) -> Result<()> {
@@ -152,7 +213,8 @@ async fn rss_bench(args: &Args, bin: &Path) -> Result<()> {
         "\nRSS: registering {} users on a fresh server",
         args.rss_users
     );
-    let server = Server::start(bin, args.durability.as_deref()).await?;
+    let config = server_config(args.durability.as_deref(), false);
+    let server = Server::start(bin, config.as_deref()).await?;
     println!("server RSS at start: {}", server.memory());
     let devices = register(&server, args.rss_users, args.register_connections).await?;
     let client = http_client()?;
@@ -337,4 +399,82 @@ fn next_usable<'a>(devices: &'a mut [Device], cursor: &mut usize) -> Option<&'a 
         }
     }
     None
+}
+
+// == OTP phases ==
+
+/// The purpose every OTP of the bench is issued for.
+const OTP_PURPOSE: &str = "bench";
+
+/// What the OTP workers of a phase saw, merged.
+#[derive(Debug, Default)]
+struct OtpTally {
+    /// Latency of each successful pair (issue, then validate), in microseconds.
+    latencies: Vec<u32>,
+    failures: Failures,
+}
+
+/// Splits the users among `connections` workers, each on its own connection, for `seconds`. A
+/// user belongs to one worker only, so that no worker's OTP supersedes another's.
+async fn otp_phase(
+    server: &Server,
+    usernames: &[String],
+    connections: usize,
+    seconds: u64,
+) -> Result<(Row, Failures)> {
+    let workers = connections.clamp(1, usernames.len().max(1));
+    let mut shares: Vec<Vec<String>> = (0..workers).map(|_| Vec::new()).collect();
+    for (index, username) in usernames.iter().enumerate() {
+        if let Some(share) = shares.get_mut(index % workers) {
+            share.push(username.clone());
+        }
+    }
+
+    let client = http_client()?;
+    let before = Snapshot::take(&client, server).await;
+    let deadline = now() + Duration::from_secs(seconds);
+    let handles: Vec<_> = shares
+        .into_iter()
+        .map(|share| tokio::spawn(otp_worker(server.target.clone(), share, deadline)))
+        .collect();
+    let mut tally = OtpTally::default();
+    for handle in handles {
+        let share = handle.await.context("an OTP worker panicked")??;
+        tally.latencies.extend(share.latencies);
+        merge_failures(&mut tally.failures, share.failures);
+    }
+    let after = Snapshot::take(&client, server).await;
+
+    tally.latencies.sort_unstable();
+    let errors = tally.failures.values().sum();
+    Ok((
+        Row::new(workers, &tally.latencies, errors, &before, &after),
+        tally.failures,
+    ))
+}
+
+/// Issues and validates OTPs for the worker's own users, round robin, until the deadline.
+async fn otp_worker(
+    target: Arc<Target>,
+    usernames: Vec<String>,
+    deadline: Instant,
+) -> Result<OtpTally> {
+    let client = http_client()?;
+    let mut tally = OtpTally::default();
+    for username in usernames.iter().cycle() {
+        if now() >= deadline {
+            break;
+        }
+        let started = now();
+        match api::otp_pair(&client, &target, username, OTP_PURPOSE).await {
+            Ok(()) => {
+                let micros = started.elapsed().as_micros();
+                tally
+                    .latencies
+                    .push(u32::try_from(micros).unwrap_or(u32::MAX));
+            }
+            Err(failure) => *tally.failures.entry(failure).or_default() += 1,
+        }
+    }
+    Ok(tally)
 }

@@ -7,12 +7,14 @@
 //!
 //! # Durability trade-off
 //!
-//! [`Audit::record`] hands its entry to the group-commit writer and returns without waiting:
-//! an audit write never adds an fsync wait to a login. The writer is FIFO, so the entry lands
-//! with the next group, in order with the writes around it. The price: an entry recorded after
-//! its operation was acknowledged can be lost if the machine dies before that next fsync (a
-//! window of about one fsync), and a store that refuses writes (poisoned) loses entries
-//! silently here, because the writer has already logged the failure that poisoned it.
+//! [`Audit::record`] hands its entry to the group-commit writer and returns without waiting
+//! (`Store::submit`): an audit write never adds an fsync wait to a login, nor an fsync of its
+//! own to the disk's load. The writer is FIFO, so the entry is applied in order with the
+//! writes around it and becomes durable with the next fsync that some waiting write asks for,
+//! or about 100 ms after the writer falls idle. The price: an entry recorded after its
+//! operation was acknowledged can be lost if the machine (not just the process) dies in that
+//! window, and a store that refuses writes (poisoned) loses entries silently here, because
+//! the writer has already logged the failure that poisoned it.
 
 use std::{collections::BTreeMap, sync::Arc};
 
@@ -56,11 +58,11 @@ pub enum AuditKind {
     UserDeleted,
     /// A device session ended.
     Logout,
-    /// A one-time PIN was issued.
+    /// A one-time PIN was issued (never the code itself).
     OtpIssued,
-    /// A one-time PIN was used.
+    /// A one-time PIN was validated.
     OtpUsed,
-    /// A one-time PIN was refused; the code says why.
+    /// A one-time PIN was refused (wrong, expired, used, out of tries); the code says which.
     OtpFailed,
     /// A back-office (IAM) call, with its requestor.
     IamCall,
@@ -194,6 +196,8 @@ impl AuditEvent {
 }
 
 /// Writes audit entries. Cheap to clone; shared through the engine's context.
+// Limitation: entries are never pruned; the audit keyspace grows by a few hundred bytes per
+// event (two per login) for as long as the data directory lives.
 #[derive(Debug, Clone)]
 pub struct Audit {
     store: Arc<dyn Store>,
@@ -210,6 +214,17 @@ impl Audit {
     pub fn record(&self, event: AuditEvent) {
         let kind = event.kind;
         let record = event.into_record(self.clock.now());
+        // The same entry on the `audit` log target, for operators who follow logs instead
+        // (`LATCHKEY_LOG=info,audit=debug`); debug, because it fires on every login.
+        tracing::debug!(
+            target: "audit",
+            event = kind.name(),
+            app_id = %record.app,
+            user_id = record.user.map(|u| u.to_string()),
+            device_id = record.device.map(|d| d.to_string()),
+            outcome = ?record.outcome,
+            code = record.code.as_deref(),
+        );
         // Uuid v7 ids are ordered by creation within the process, so an application's
         // entries sort oldest first under its prefix.
         let key = pair_key(record.app, Uuid::now_v7());
@@ -218,8 +233,7 @@ impl Audit {
             tracing::warn!(err = ?err, event = kind.name(), "audit entry not encoded");
             return;
         }
-        // Submitted by this call; dropping the future does not withdraw it (Store::commit).
-        drop(self.store.commit(batch));
+        self.store.submit(batch);
     }
 
     /// Records `kind` for `user` and `device` with the outcome of `result`.

@@ -1,11 +1,12 @@
-//! The three calls the driver makes (sign-up, activate user, login), as the original clients
-//! make them, and the labels failures are counted under.
+//! The calls the driver makes (sign-up, activate user, login, and an OTP issued and validated),
+//! as the original clients or a customer's back end make them, and the labels failures are
+//! counted under.
 
 use std::collections::BTreeMap;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use serde::de::DeserializeOwned;
+use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha512};
 use uuid::Uuid;
@@ -23,7 +24,7 @@ pub(crate) type Failures = BTreeMap<Failure, u64>;
 /// A device as its owner's phone holds it: the authKey changes after every login.
 #[derive(Debug)]
 pub(crate) struct Device {
-    username: String,
+    pub(crate) username: String,
     device_uuid: String,
     pub(crate) auth_key: String,
     hashed_pin: String,
@@ -76,6 +77,30 @@ struct Login<'a> {
 #[serde(rename_all = "camelCase")]
 struct LoginReply {
     auth_key: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct IssueOtp<'a> {
+    application_uuid: &'a str,
+    username: &'a str,
+    purpose: &'a str,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct IssueOtpReply {
+    /// Absent when the application delivers OTPs itself; the bench app has no channel.
+    otp: Option<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ValidateOtp<'a> {
+    application_uuid: &'a str,
+    username: &'a str,
+    purpose: &'a str,
+    otp: &'a str,
 }
 
 #[derive(Deserialize)]
@@ -142,6 +167,39 @@ pub(crate) async fn login(
     };
     let reply: LoginReply = post(client, target, "/authentication/login", &login).await?;
     Ok(reply.auth_key)
+}
+
+/// Has an OTP issued for `username` through the back-end route, as a customer's back end would,
+/// then validates it: one pair. A failure is labelled with the step that failed.
+pub(crate) async fn otp_pair(
+    client: &reqwest::Client,
+    target: &Target,
+    username: &str,
+    purpose: &str,
+) -> Result<(), Failure> {
+    let app = target.app.application_uuid.as_str();
+    let issue = IssueOtp {
+        application_uuid: app,
+        username,
+        purpose,
+    };
+    let reply: IssueOtpReply = post(client, target, "/self-service/otp", &issue)
+        .await
+        .map_err(|failure| format!("issue: {failure}"))?;
+    let otp = reply
+        .otp
+        .ok_or_else(|| "issue: 200 without an otp (delivered by the server?)".to_owned())?;
+
+    let validate = ValidateOtp {
+        application_uuid: app,
+        username,
+        purpose,
+        otp: &otp,
+    };
+    let _: IgnoredAny = post(client, target, "/self-service/otp/validate", &validate)
+        .await
+        .map_err(|failure| format!("validate: {failure}"))?;
+    Ok(())
 }
 
 /// What the original clients send: Base64 of SHA-512 over the device's salt, then the PIN.

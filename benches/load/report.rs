@@ -1,5 +1,5 @@
-//! Figures of one login phase: the server's counters and CPU times read before and after it, and
-//! the table line they make.
+//! Figures of one phase (logins, or OTP pairs): the server's counters and CPU times read before
+//! and after it, and the table line they make.
 
 use std::time::Instant;
 
@@ -11,9 +11,13 @@ const BATCHES: &str = "latchkey_store_batches_total";
 const USER_ACTORS: &str = "latchkey_live_user_actors";
 const SESSION_ACTORS: &str = "latchkey_live_session_actors";
 
-/// Column titles, aligned with [`Row::print`].
+/// Column titles of the login phases, aligned with [`Row::print`].
 pub(crate) const HEADER: &str = "conns  logins/s  p50 ms  p99 ms  max ms  errors  fsyncs/s  \
                                  logins/fsync  batches/fsync  server cpu  driver cpu  RSS MiB";
+
+/// Column titles of the OTP phases (one pair: an OTP issued, then validated), aligned likewise.
+pub(crate) const OTP_HEADER: &str = "conns   pairs/s  p50 ms  p99 ms  max ms  errors  fsyncs/s   \
+                                     pairs/fsync  batches/fsync  server cpu  driver cpu  RSS MiB";
 
 /// Counters and CPU times read around a phase, so that the phase's own share can be computed.
 #[derive(Debug)]
@@ -76,17 +80,17 @@ fn sample_sum(text: &str, name: &str) -> Option<f64> {
     values.fold(None, |sum, value| Some(sum.unwrap_or(0.0) + value))
 }
 
-/// One line of the results table.
+/// One line of the results table; an operation is a login or an OTP pair.
 #[derive(Debug)]
 pub(crate) struct Row {
     connections: usize,
-    logins_per_second: f64,
+    per_second: f64,
     p50: Option<f64>,
     p99: Option<f64>,
     max: Option<f64>,
     errors: u64,
     fsyncs_per_second: Option<f64>,
-    logins_per_fsync: Option<f64>,
+    per_fsync: Option<f64>,
     batches_per_fsync: Option<f64>,
     server_cpu: Option<f64>,
     driver_cpu: Option<f64>,
@@ -95,7 +99,7 @@ pub(crate) struct Row {
 }
 
 impl Row {
-    /// `latencies` are those of the phase's successful logins, sorted, in microseconds.
+    /// `latencies` are those of the phase's successful operations, sorted, in microseconds.
     pub(crate) fn new(
         connections: usize,
         latencies: &[u32],
@@ -104,20 +108,20 @@ impl Row {
         after: &Snapshot,
     ) -> Self {
         let seconds = after.at.duration_since(before.at).as_secs_f64();
-        let logins = latencies.len() as f64;
+        let done = latencies.len() as f64;
         let delta = |field: fn(&Snapshot) -> Option<f64>| Some(field(after)? - field(before)?);
         let fsyncs = delta(|s| s.fsyncs);
         let per_fsync = |count: f64| fsyncs.filter(|&n| n > 0.0).map(|n| count / n);
         let cpu_percent = |cpu: f64| 100.0 * cpu / seconds;
         Row {
             connections,
-            logins_per_second: logins / seconds,
+            per_second: done / seconds,
             p50: percentile(latencies, 0.50),
             p99: percentile(latencies, 0.99),
             max: percentile(latencies, 1.0),
             errors,
             fsyncs_per_second: fsyncs.map(|n| n / seconds),
-            logins_per_fsync: per_fsync(logins),
+            per_fsync: per_fsync(done),
             batches_per_fsync: delta(|s| s.batches).and_then(per_fsync),
             server_cpu: delta(|s| s.server_cpu).map(cpu_percent),
             driver_cpu: delta(|s| s.driver_cpu).map(cpu_percent),
@@ -130,13 +134,13 @@ impl Row {
             "{:>5}  {:>8.0}  {:>6}  {:>6}  {:>6}  {:>6}  {:>8}  \
              {:>12}  {:>13}  {:>9}%  {:>9}%  {:>7}",
             self.connections,
-            self.logins_per_second,
+            self.per_second,
             show(self.p50, 2),
             show(self.p99, 2),
             show(self.max, 1),
             self.errors,
             show(self.fsyncs_per_second, 0),
-            show(self.logins_per_fsync, 1),
+            show(self.per_fsync, 1),
             show(self.batches_per_fsync, 1),
             show(self.server_cpu, 0),
             show(self.driver_cpu, 0),

@@ -42,7 +42,8 @@ pub(crate) struct Server {
 }
 
 impl Server {
-    pub(crate) async fn start(bin: &Path, durability: Option<&str>) -> Result<Self> {
+    /// Starts the server with `config`, the text of its config file, if any.
+    pub(crate) async fn start(bin: &Path, config: Option<&str>) -> Result<Self> {
         let dir = TempDir::with_prefix("lk-bench-").context("creating the data dir")?;
         let data = dir.path().join("data");
         let app = create_app(bin, &data).await?;
@@ -55,10 +56,9 @@ impl Server {
             .arg(&data)
             .arg("--listen")
             .arg(&listen);
-        if let Some(mode) = durability {
+        if let Some(text) = config {
             let config = dir.path().join("latchkey.toml");
-            std::fs::write(&config, format!("durability = \"{mode}\"\n"))
-                .context("writing the config file")?;
+            std::fs::write(&config, text).context("writing the config file")?;
             command.arg("--config").arg(config);
         }
         let log =

@@ -48,7 +48,8 @@ pub struct RateLimits {
     pub per_app: Rate,
     /// Calls from one client address on routes without an API key (IPv6 by /64).
     pub per_address: Rate,
-    /// Logins of one device.
+    /// Logins of one device. A real device logs in every few seconds at most; the default only
+    /// stops a runaway client (the crash check drives about 40 logins a second per device).
     pub login_per_device: Rate,
     /// OTPs issued for one target (a username or an otpUuid).
     pub otp_generate: Rate,
@@ -63,7 +64,7 @@ impl Default for RateLimits {
         Self {
             per_app: Rate::new(50_000.0, 100_000),
             per_address: Rate::new(20.0, 100),
-            login_per_device: Rate::new(50.0, 50),
+            login_per_device: Rate::new(100.0, 100),
             otp_generate: Rate::new(0.5, 20),
             otp_validate: Rate::new(2.0, 20),
             sweep_secs: 60,

@@ -52,6 +52,10 @@ impl TargetKind {
 }
 
 /// Every limiter of a server, and the proxies it believes.
+// Limitation: buckets live in this process's memory, so each node of a cluster allows the
+// full rate and a restart refills every bucket.
+// Limitation: bearer-token routes (user, device, JWT renew and validate, logout) have no
+// limit of their own; they need a valid, unrevoked token, and nothing keys them yet.
 #[derive(Debug)]
 pub(crate) struct Limiters {
     per_app: Bucket<Uuid>,
@@ -70,15 +74,11 @@ impl Limiters {
     ) -> Result<Self, ConfigError> {
         config.validate()?;
         Ok(Self {
-            per_app: Bucket::new("per_app", config.per_app, QuantaClock::default()),
-            per_address: Bucket::new("per_address", config.per_address, QuantaClock::default()),
-            login: Bucket::new(
-                "login_per_device",
-                config.login_per_device,
-                QuantaClock::default(),
-            ),
-            otp_generate: Bucket::new("otp_generate", config.otp_generate, QuantaClock::default()),
-            otp_validate: Bucket::new("otp_validate", config.otp_validate, QuantaClock::default()),
+            per_app: Bucket::live("per_app", config.per_app),
+            per_address: Bucket::live("per_address", config.per_address),
+            login: Bucket::live("login_per_device", config.login_per_device),
+            otp_generate: Bucket::live("otp_generate", config.otp_generate),
+            otp_validate: Bucket::live("otp_validate", config.otp_validate),
             trusted,
         })
     }
@@ -201,6 +201,13 @@ type Keyed<K, C> = RateLimiter<K, DashMapStateStore<K>, C, NoOpMiddleware<<C as 
 #[derive(Debug)]
 struct Bucket<K: std::hash::Hash + Eq + Clone, C: Clock = QuantaClock> {
     limiter: Option<Keyed<K, C>>,
+}
+
+impl<K: std::hash::Hash + Eq + Clone> Bucket<K> {
+    /// On the real (monotonic) clock.
+    fn live(name: &'static str, rate: Rate) -> Self {
+        Self::new(name, rate, QuantaClock::default())
+    }
 }
 
 impl<K: std::hash::Hash + Eq + Clone, C: Clock> Bucket<K, C> {

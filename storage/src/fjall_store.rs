@@ -77,6 +77,14 @@ impl FjallStore {
         })
     }
 
+    /// Hands a request to the writer: `Some(true)` if it took it.
+    fn send(&self, request: Request) -> Option<bool> {
+        match self.sender.lock() {
+            Ok(guard) => guard.as_ref().map(|s| s.send(request).is_ok()),
+            Err(_) => None,
+        }
+    }
+
     fn space(&self, space: Space) -> &Keyspace {
         // Built from Space::ALL in order, so every index is present.
         #[allow(clippy::indexing_slicing)]
@@ -119,18 +127,22 @@ impl Store for FjallStore {
     fn commit(&self, batch: Batch) -> Commit {
         // The send below happens now, before the future exists: see `Store::commit`.
         let (done, wait) = oneshot::channel();
-        let sent = match self.sender.lock() {
-            Ok(guard) => guard
-                .as_ref()
-                .map(|s| s.send(Request { batch, done }).is_ok()),
-            Err(_) => None,
-        };
+        let sent = self.send(Request {
+            batch,
+            done: Some(done),
+        });
         Box::pin(async move {
             if sent != Some(true) {
                 return Err(Error::Closed);
             }
             wait.await.map_err(|_| Error::Closed)?
         })
+    }
+
+    fn submit(&self, batch: Batch) {
+        if self.send(Request { batch, done: None }) != Some(true) {
+            tracing::warn!("a submitted batch was dropped: the store is closed");
+        }
     }
 
     fn stats(&self) -> StoreStats {
@@ -255,6 +267,38 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
+    }
+
+    #[tokio::test]
+    async fn a_submitted_batch_waits_for_the_next_fsync_instead_of_forcing_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FjallStore::open(dir.path(), Durability::Sync).unwrap();
+        let mut batch = Batch::new();
+        batch.put_raw(Space::Audit, b"a".to_vec(), b"1".to_vec());
+        store.submit(batch);
+        let mut batch = Batch::new();
+        batch.put_raw(Space::Users, b"u".to_vec(), b"2".to_vec());
+        store.commit(batch).await.unwrap();
+        assert_eq!(store.get(Space::Audit, b"a").unwrap(), Some(b"1".to_vec()));
+        let before = store.stats().fsyncs;
+        assert!(before >= 1);
+
+        // Alone, a submitted batch is fsynced once the writer has been idle a moment.
+        let mut batch = Batch::new();
+        batch.put_raw(Space::Audit, b"b".to_vec(), b"3".to_vec());
+        store.submit(batch);
+        for _ in 0..100 {
+            if store.stats().fsyncs > before {
+                break;
+            }
+            tokio::time::sleep(crate::writer::IDLE_SYNC / 4).await;
+        }
+        assert_eq!(store.stats().fsyncs, before + 1);
+        assert_eq!(store.stats().batches, 3);
+        store.close().unwrap();
+        drop(store);
+        let store = FjallStore::open(dir.path(), Durability::Sync).unwrap();
+        assert_eq!(store.get(Space::Audit, b"b").unwrap(), Some(b"3".to_vec()));
     }
 
     #[tokio::test]

@@ -63,9 +63,19 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Batches are applied in submission order, so an empty batch is a barrier.
     ///
     /// IMPORTANT: the batch is submitted by this call, not when the future is first polled, and
-    /// dropping the future does not withdraw it. Fire-and-forget writers (the audit log) rely
-    /// on both: their entry keeps its place in the queue and lands with the next group.
+    /// dropping the future does not withdraw it.
     fn commit(&self, batch: Batch) -> Commit;
+
+    /// Queues a batch that nobody waits for (the audit log): it is applied in submission order
+    /// like any other, but asks for no fsync of its own. It becomes durable with the next
+    /// [`Store::commit`] that does, or shortly after the writer falls idle. A failure is not
+    /// reported to anyone; the store logs it and refuses writes from then on.
+    ///
+    /// The default commits and drops the future, which an engine without group commit may
+    /// keep.
+    fn submit(&self, batch: Batch) {
+        drop(self.commit(batch));
+    }
 
     /// Writer counters.
     fn stats(&self) -> StoreStats;

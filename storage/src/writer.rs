@@ -3,11 +3,18 @@
 //!
 //! Batches that arrive while an fsync is running queue up and share the next one, so the
 //! number of fsyncs per second stays near 1 / fsync latency however many actors write.
+//!
+//! A batch without a waiter (`Store::submit`) asks for no fsync of its own: it is applied in
+//! its turn and becomes durable with the next group that has a waiter, or after [`IDLE_SYNC`]
+//! if none comes.
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicBool, AtomicU64, Ordering},
-    mpsc,
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        mpsc::{self, RecvTimeoutError},
+    },
+    time::Duration,
 };
 
 use fjall::{Database, Keyspace, PersistMode};
@@ -18,9 +25,13 @@ use crate::{Batch, Durability, Error, Op, Result, Space};
 /// Most batches applied under one fsync; bounds the latency of the first waiter.
 const MAX_GROUP: usize = 1024;
 
+/// Longest time waiterless batches stay applied but not fsynced while nothing else is written.
+pub(crate) const IDLE_SYNC: Duration = Duration::from_millis(100);
+
 pub(crate) struct Request {
     pub(crate) batch: Batch,
-    pub(crate) done: oneshot::Sender<Result<()>>,
+    /// `None` for a submitted batch: nobody waits, so it does not force an fsync.
+    pub(crate) done: Option<oneshot::Sender<Result<()>>>,
 }
 
 #[derive(Debug, Default)]
@@ -41,7 +52,24 @@ impl Writer {
     /// Runs until every sender is gone, then makes the journal durable one last time.
     pub(crate) fn run(self, requests: &mpsc::Receiver<Request>) {
         let mut group = Vec::with_capacity(64);
-        while let Ok(first) = requests.recv() {
+        // Waiterless batches are applied but not yet fsynced.
+        let mut unsynced = false;
+        loop {
+            let next = if unsynced {
+                requests.recv_timeout(IDLE_SYNC)
+            } else {
+                requests.recv().map_err(|_| RecvTimeoutError::Disconnected)
+            };
+            let first = match next {
+                Ok(first) => first,
+                Err(RecvTimeoutError::Timeout) => {
+                    // A failure poisons the store; the next waiter hears of it.
+                    let _ = self.sync_group();
+                    unsynced = false;
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
             group.push(first);
             while group.len() < MAX_GROUP {
                 match requests.try_recv() {
@@ -55,14 +83,23 @@ impl Writer {
                 .map(|r| self.apply(std::mem::take(&mut r.batch)))
                 .collect();
 
-            let synced = self.sync_group();
+            let waited = group.iter().any(|r| r.done.is_some());
+            let synced = if waited {
+                unsynced = false;
+                self.sync_group()
+            } else {
+                unsynced = true;
+                Ok(())
+            };
 
             for (request, result) in group.drain(..).zip(results) {
                 let outcome = match (&synced, result) {
                     (Err(_), _) => Err(Error::Poisoned),
                     (Ok(()), r) => r,
                 };
-                let _ = request.done.send(outcome);
+                if let Some(done) = request.done {
+                    let _ = done.send(outcome);
+                }
             }
         }
         if let Err(err) = self.db.persist(PersistMode::SyncAll) {

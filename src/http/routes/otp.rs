@@ -31,7 +31,7 @@ pub(crate) async fn self_service_issue(
     state.limits.check(
         TargetKind::OtpGenerate,
         app.uuid,
-        &req.username.to_lowercase(),
+        &target_key(&req.username),
     )?;
     let subject = OtpSubject::Username(req.username);
     Ok(success(
@@ -61,7 +61,7 @@ pub(crate) async fn self_service_validate(
     state.limits.check(
         TargetKind::OtpValidate,
         app.uuid,
-        &req.username.to_lowercase(),
+        &target_key(&req.username),
     )?;
     let subject = OtpSubject::Username(req.username);
     state
@@ -94,7 +94,7 @@ pub(crate) async fn anonymous_issue(
         .unwrap_or("anonymous");
     state
         .limits
-        .check(TargetKind::OtpGenerate, app.uuid, &target.to_lowercase())?;
+        .check(TargetKind::OtpGenerate, app.uuid, &target_key(target))?;
     Ok(success(
         state
             .engine
@@ -154,7 +154,7 @@ pub(crate) async fn validate(
         .unwrap_or_default();
     state
         .limits
-        .check(TargetKind::OtpValidate, app.uuid, &target.to_lowercase())?;
+        .check(TargetKind::OtpValidate, app.uuid, &target_key(target))?;
     let subject = match (req.username, req.user_uuid) {
         (Some(name), _) => OtpSubject::Username(name),
         (None, Some(uuid)) => {
@@ -223,4 +223,10 @@ pub(crate) async fn own_validate(
         .validate_own_otp(&who, user, &req.purpose, &req.otp)
         .await?;
     Ok(done())
+}
+
+/// The key a per-target limit counts by: a username's matching key (so `Alice` and `ALICE`
+/// share a bucket), or the id as given.
+fn target_key(raw: &str) -> String {
+    latchkey_actors::Username::parse(raw).map_or_else(|_| raw.to_owned(), |u| u.key().to_owned())
 }
