@@ -239,3 +239,83 @@ async fn device_changes_resets_and_deletion_are_audited() {
     );
     assert!(!stdout.contains(&token));
 }
+
+#[tokio::test]
+async fn iam_calls_and_otps_show_in_audit_tail_with_their_requestor() {
+    let mut app = TestApp::spawn().await;
+    let admin = app.new_device("Boss").await;
+    let target = app.new_device("Worker").await;
+    let application = app.engine().app(app.app).unwrap();
+    app.engine()
+        .grant_role(&application, "Boss", "iam-admin")
+        .await
+        .unwrap();
+
+    // One allowed IAM call, one refused (the target's own token lacks the role), one OTP.
+    let headers = |token: &str| {
+        vec![
+            ("x-api-key".to_owned(), app.api_key.clone()),
+            ("x-application-uuid".to_owned(), app.app.to_string()),
+            ("x-requestor-token".to_owned(), token.to_owned()),
+        ]
+    };
+    let path = format!(
+        "/iam/user/{}/device?requestorUsername=Boss",
+        target.user_uuid
+    );
+    let owned = headers(&admin.token);
+    let pairs: Vec<(&str, &str)> = owned
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let (status, resp) = app.call(Method::GET, &path, None, &pairs).await;
+    assert_eq!(status, StatusCode::OK, "{resp}");
+    let path = format!(
+        "/iam/user/{}/device?requestorUsername=Worker",
+        target.user_uuid
+    );
+    let owned = headers(&target.token);
+    let pairs: Vec<(&str, &str)> = owned
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let (status, resp) = app.call(Method::GET, &path, None, &pairs).await;
+    assert_eq!(
+        (status, code(&resp)),
+        (StatusCode::FORBIDDEN, "AN-IAM-1001"),
+        "{resp}"
+    );
+    let body = json!({"applicationUuid": app.app, "username": "Worker", "purpose": "audit"});
+    let (status, issued) = app.backend("/self-service/otp", &body).await;
+    assert_eq!(status, StatusCode::OK, "{issued}");
+    let otp = issued["otp"].as_str().unwrap().to_owned();
+
+    app.stop_server().await;
+    let (ok, out, err) = audit_tail(&app.data_dir(), &["--json", "--limit", "1000"]).await;
+    assert!(ok, "audit tail failed: {err}");
+    let entries: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+
+    let allowed = entries.iter().find(|e| {
+        e["event"] == "iam_call"
+            && e["outcome"] == "success"
+            && e["fields"]["action"] == "list_devices"
+    });
+    let allowed = allowed.unwrap_or_else(|| panic!("no successful IAM call in {out}"));
+    assert_eq!(allowed["requestor"], admin.user_uuid.as_str(), "{allowed}");
+    assert_eq!(allowed["user"], target.user_uuid.as_str(), "{allowed}");
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["event"] == "iam_call" && e["code"] == "AN-IAM-1001"),
+        "the refused requestor is not in {out}"
+    );
+    assert!(entries.iter().any(|e| e["event"] == "otp_issued"), "{out}");
+    assert!(!out.contains(&otp), "the OTP leaked into the audit log");
+    assert!(
+        !out.contains(&admin.token) && !out.contains("@example.test"),
+        "{out}"
+    );
+}
