@@ -138,7 +138,7 @@ async fn flow_with_log(format: &str) -> (String, Secrets) {
     // Twelve-digit tokens: a six-digit one could match a timestamp's microseconds by chance.
     std::fs::write(
         &config,
-        format!("log_format = \"{format}\"\n[app_defaults]\ntoken_digits = 12\n"),
+        format!("log_format = \"{format}\"\n[app_defaults]\ntoken_digits = 12\notp_digits = 12\n"),
     )
     .unwrap();
     let log = dir.path().join("server.log");
@@ -237,6 +237,23 @@ async fn run_flow(c: &Caller, secrets: &mut Secrets) {
     d.take(&resp);
     secrets.add("authKey", &d.auth_key);
     secrets.add_jwt(&d.token);
+
+    // == A one-time PIN: a wrong try, then the right one
+    let body = json!({"applicationUuid": c.app, "username": "Larry", "purpose": "login"});
+    let resp = c.post("/self-service/otp", body).await;
+    let otp = resp["otp"].as_str().unwrap().to_owned();
+    secrets.add("OTP", &otp);
+    let wrong_otp = if otp == "111111111111" {
+        "222222222222"
+    } else {
+        "111111111111"
+    };
+    secrets.add("wrong OTP", wrong_otp);
+    for guess in [wrong_otp, otp.as_str()] {
+        let body = json!({"applicationUuid": c.app, "username": "Larry", "purpose": "login",
+                          "otp": guess});
+        c.post("/self-service/otp/validate", body).await;
+    }
 
     // == Bearer routes, then logout
     let resp = c.send(Method::GET, "/jwt/renew", None, &d.token).await;
