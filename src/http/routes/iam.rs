@@ -134,15 +134,8 @@ pub(crate) async fn patch_user_by_query(
     Query(query): Query<IamQuery>,
     Body(body): Body<PatchBody>,
 ) -> Result<Response, ApiError> {
-    let (app, who) = requestor(&state, &headers, &query, Some(&body)).await?;
-    let target = by_query(&query)?;
-    let result = state
-        .engine
-        .iam_patch_user(&app, &target, user_patch(&body))
-        .await;
-    audit(&state, &app, &who, "patch_user", &target, &result);
-    result?;
-    Ok(done())
+    let target = by_query(&query);
+    patch_target(&state, &headers, &query, target, &body).await
 }
 
 pub(crate) async fn patch_user(
@@ -153,13 +146,24 @@ pub(crate) async fn patch_user(
     Path(user): Path<String>,
     Body(body): Body<PatchBody>,
 ) -> Result<Response, ApiError> {
-    let (app, who) = requestor(&state, &headers, &query, Some(&body)).await?;
-    let target = by_path(&user)?;
+    patch_target(&state, &headers, &query, by_path(&user), &body).await
+}
+
+/// A user patch, whether the user is named in the query or the path.
+async fn patch_target(
+    state: &AppState,
+    headers: &HeaderMap,
+    query: &IamQuery,
+    target: Result<UserRef, ApiError>,
+    body: &PatchBody,
+) -> Result<Response, ApiError> {
+    let (app, who) = requestor(state, headers, query, Some(body)).await?;
+    let target = target?;
     let result = state
         .engine
-        .iam_patch_user(&app, &target, user_patch(&body))
+        .iam_patch_user(&app, &target, user_patch(body))
         .await;
-    audit(&state, &app, &who, "patch_user", &target, &result);
+    audit(state, &app, &who, "patch_user", &target, &result);
     result?;
     Ok(done())
 }
