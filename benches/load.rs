@@ -41,10 +41,10 @@ use crate::server::{Server, Target, http_client};
     about = "Concurrent PIN logins (and OTP pairs) against a release build of latchkey"
 )]
 struct Args {
-    /// Users to register (one device each) for the login phases; 0 skips those phases.
+    /// Users to register (one device each) for the login and OTP phases; 0 skips those phases.
     #[arg(long, default_value_t = 1000)]
     users: usize,
-    /// Length of each login phase, in seconds.
+    /// Length of each login phase and each OTP phase, in seconds.
     #[arg(long, default_value_t = 10)]
     seconds: u64,
     /// Connection counts, one login phase (and one OTP phase) each.
