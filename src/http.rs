@@ -132,12 +132,18 @@ pub(crate) fn router(state: AppState, limits: Limits) -> Router {
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .with_state(state)
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
-        .layer(middleware::from_fn(move |req, next| refuse_large(limits.max_body_bytes, req, next)))
+        .layer(middleware::from_fn(move |req, next| {
+            refuse_large(limits.max_body_bytes, req, next)
+        }))
         .layer(middleware::from_fn(log_faults))
         .layer(GlobalConcurrencyLimitLayer::new(limits.max_in_flight))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
-            let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
-            tracing::debug_span!("request", method = %req.method(), route = route.as_deref().unwrap_or("?"))
+            let route = req
+                .extensions()
+                .get::<MatchedPath>()
+                .map(|p| p.as_str().to_owned());
+            let route = route.as_deref().unwrap_or("?");
+            tracing::debug_span!("request", method = %req.method(), route)
         }))
 }
 

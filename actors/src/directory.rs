@@ -251,7 +251,7 @@ impl<C: Child> Actor for DirectoryActor<C> {
                 let Some(key) = state.forget(&cell) else {
                     return Ok(());
                 };
-                tracing::warn!(key = ?key, err = %err, "child actor failed; respawning from storage");
+                tracing::warn!(key = ?key, err = %err, "child actor failed; respawning it");
                 if let Err(err) = state.get_or_spawn(&myself, key, true).await {
                     tracing::error!(err = ?err, "respawn failed; the next request retries");
                 }

@@ -337,7 +337,8 @@ impl Engine {
             Error::Unavailable
         })?;
         if !response.status().is_success() {
-            tracing::warn!(app_id = %app.uuid, status = %response.status(), "introspection refused");
+            let status = response.status();
+            tracing::warn!(app_id = %app.uuid, status = %status, "introspection refused");
             return Err(Error::Unavailable);
         }
         response

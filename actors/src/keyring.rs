@@ -169,8 +169,9 @@ impl SigningKey {
                 let pair = RsaKeyPair::from_pkcs8(&record.pkcs8).map_err(bad)?;
                 let public = pair.public_key();
                 let spki = public.as_der().map_err(bad)?.as_ref().to_vec();
-                let jwk = json!({"kty": "RSA", "n": URL_SAFE_NO_PAD.encode(public.modulus().big_endian_without_leading_zero()),
-                                 "e": URL_SAFE_NO_PAD.encode(public.exponent().big_endian_without_leading_zero())});
+                let n = URL_SAFE_NO_PAD.encode(public.modulus().big_endian_without_leading_zero());
+                let e = URL_SAFE_NO_PAD.encode(public.exponent().big_endian_without_leading_zero());
+                let jwk = json!({"kty": "RSA", "n": n, "e": e});
                 (Signer::Rsa(pair), spki, jwk)
             }
         };

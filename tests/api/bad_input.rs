@@ -509,7 +509,8 @@ async fn a_chunked_body_over_the_limit_is_refused() {
     .into_bytes();
     // 70 KiB of a JSON string, in 1 KiB chunks, no Content-Length anywhere.
     let mut payload = format!(
-        "{{\"applicationUuid\": \"{}\", \"username\": \"Chunky2\", \"email\": \"c@example.test\", \"pad\": \"",
+        "{{\"applicationUuid\": \"{}\", \"username\": \"Chunky2\", \
+         \"email\": \"c@example.test\", \"pad\": \"",
         app.app
     )
     .into_bytes();

@@ -289,7 +289,7 @@ impl UserState {
         for id in ids {
             let revoked = self.shared.sessions.call(&id, SessionMsg::Revoke).await;
             if !matches!(revoked, Ok(Ok(()))) {
-                tracing::warn!(session_id = %id, "pending session not removed; it expires on its own");
+                tracing::warn!(session_id = %id, "pending session not removed; it will expire");
             }
         }
     }
