@@ -530,9 +530,7 @@ impl Engine {
         token: &str,
         pin: HashedPin,
     ) -> Result<Tokens> {
-        let user = self
-            .lookup(app.uuid, &Username::parse(username)?)?
-            .ok_or(Error::DeviceNotFound)?;
+        let user = self.device_owner(app, username)?;
         let token =
             crate::input::parse_code("activationToken", token).map_err(|_| Error::InvalidToken)?;
         let now = self.now();
@@ -599,9 +597,7 @@ impl Engine {
         username: &str,
         device: Uuid,
     ) -> Result<(Option<String>, String)> {
-        let user = self
-            .lookup(app.uuid, &Username::parse(username)?)?
-            .ok_or(Error::DeviceNotFound)?;
+        let user = self.device_owner(app, username)?;
         let issued = self
             .forgot_pin_of(app, user, device)
             .await
@@ -629,9 +625,7 @@ impl Engine {
         token: &str,
         pin: HashedPin,
     ) -> Result<Tokens> {
-        let user = self
-            .lookup(app.uuid, &Username::parse(username)?)?
-            .ok_or(Error::DeviceNotFound)?;
+        let user = self.device_owner(app, username)?;
         let reset = self
             .reset_pin_of(app, user, device, token, pin)
             .await
@@ -992,6 +986,12 @@ impl Engine {
         let mut bytes = [0u8; 16];
         bytes.iter_mut().zip(digest).for_each(|(b, d)| *b = d);
         uuid::Builder::from_random_bytes(bytes).into_uuid()
+    }
+
+    /// The user a device route names; an unknown one answers as an unknown device would.
+    fn device_owner(&self, app: &Application, username: &str) -> Result<Uuid> {
+        self.lookup(app.uuid, &Username::parse(username)?)?
+            .ok_or(Error::DeviceNotFound)
     }
 
     pub(crate) fn require_user(&self, app: &Application, username: &str) -> Result<Uuid> {
