@@ -39,7 +39,7 @@ fn signatures(c: &mut Criterion) {
             return;
         };
         let key = Arc::new(key);
-        let ring = KeyRing::new(app, key.clone(), vec![key.clone()]);
+        let ring = KeyRing::new(app, key.clone(), key.clone(), vec![key.clone()]);
         let claims = claims(app);
 
         c.bench_function(&format!("sign {}", alg.name()), |b| {

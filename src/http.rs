@@ -9,6 +9,8 @@ mod routes {
     pub(crate) mod device;
     pub(crate) mod iam;
     pub(crate) mod jwt;
+    pub(crate) mod login_page;
+    pub(crate) mod oidc;
     pub(crate) mod ops;
     pub(crate) mod otp;
     pub(crate) mod self_service;
@@ -31,7 +33,7 @@ use tower_http::trace::TraceLayer;
 
 use envelope::{ApiError, Fault};
 use rate_limit::Limiters;
-use routes::{authentication, device, iam, jwt, ops, otp, self_service, user};
+use routes::{authentication, device, iam, jwt, login_page, oidc, ops, otp, self_service, user};
 
 /// The contract's base path.
 pub const BASE: &str = "/authenticate/v1-2";
@@ -118,6 +120,42 @@ pub(crate) fn router(state: AppState, limits: Limits) -> Router {
     // Routes without an API key or bearer token: limited per client address.
     let open = Router::new()
         .route("/jwt/public-key", get(jwt::public_key))
+        .route(
+            "/openid/{app}/.well-known/openid-configuration",
+            get(oidc::discovery),
+        )
+        .route("/openid/{app}/jwks", get(oidc::jwks_of))
+        .route("/openid/jwks", get(oidc::jwks))
+        .route("/openid/{app}/auth", get(oidc::authorize_at))
+        .route("/openid/auth", get(oidc::authorize))
+        .route("/openid/{app}/token", post(oidc::token_at))
+        .route("/openid/token", post(oidc::token))
+        .route(
+            "/openid/{app}/userinfo",
+            get(oidc::userinfo_at).post(oidc::userinfo_at),
+        )
+        .route("/openid/userinfo", get(oidc::userinfo).post(oidc::userinfo))
+        .route("/openid/{app}/introspect", post(oidc::introspect_at))
+        .route("/openid/introspect", post(oidc::introspect))
+        .route("/openid/{app}/revoke", post(oidc::revoke_at))
+        .route("/openid/revoke", post(oidc::revoke))
+        .route("/openid/login", get(login_page::page))
+        .route("/openid/login/login.js", get(login_page::script))
+        .route("/openid/login/login.css", get(login_page::style))
+        .route("/openid/login/api/context", get(login_page::context))
+        .route("/openid/login/api/sign-up", post(login_page::sign_up))
+        .route(
+            "/openid/login/api/activate-user",
+            post(login_page::activate_user),
+        )
+        .route("/openid/login/api/add-device", post(login_page::add_device))
+        .route(
+            "/openid/login/api/activate-device",
+            post(login_page::activate_device),
+        )
+        .route("/openid/login/api/login", post(login_page::login))
+        .route("/openid/login/api/forgot-pin", post(login_page::forgot_pin))
+        .route("/openid/login/api/reset-pin", post(login_page::reset_pin))
         .route_layer(middleware::from_fn_with_state(
             state.limits.clone(),
             rate_limit::per_address,

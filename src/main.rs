@@ -47,6 +47,71 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Manage OpenID Connect clients (server stopped).
+    Client {
+        #[command(subcommand)]
+        command: ClientCommand,
+    },
+    /// Manage signing keys (server stopped).
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ClientCommand {
+    /// Register a client; prints {"clientId", "clientSecret"} as one JSON line (no secret
+    /// for a public client).
+    Create {
+        /// The applicationUuid.
+        #[arg(long)]
+        app: uuid::Uuid,
+        /// An absolute redirect URI, without a fragment (repeat for several).
+        #[arg(long = "redirect-uri", required = true)]
+        redirect_uris: Vec<String>,
+        /// A public client (a browser or mobile app): no secret, PKCE required.
+        #[arg(long)]
+        public: bool,
+        /// Data directory [default: ./data].
+        #[arg(long, env = "LATCHKEY_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+        /// TOML configuration file.
+        #[arg(long, env = "LATCHKEY_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Replace a client's redirect URIs (the default client's id is the applicationUuid).
+    Update {
+        /// The client id.
+        #[arg(long = "client")]
+        client_id: String,
+        /// An absolute redirect URI, without a fragment (repeat for several).
+        #[arg(long = "redirect-uri", required = true)]
+        redirect_uris: Vec<String>,
+        /// Data directory [default: ./data].
+        #[arg(long, env = "LATCHKEY_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+        /// TOML configuration file.
+        #[arg(long, env = "LATCHKEY_CONFIG")]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Make new signing keys current; the old ones keep verifying, and stay in the JWKS,
+    /// until every token they signed has expired.
+    Rotate {
+        /// The applicationUuid.
+        #[arg(long)]
+        app: uuid::Uuid,
+        /// Data directory [default: ./data].
+        #[arg(long, env = "LATCHKEY_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+        /// TOML configuration file.
+        #[arg(long, env = "LATCHKEY_CONFIG")]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -183,6 +248,64 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let config = load_config(config.as_deref(), data_dir)?;
             audit_tail(&config.data_dir, app, limit, json).await
+        }
+        Command::Client {
+            command:
+                ClientCommand::Create {
+                    app,
+                    redirect_uris,
+                    public,
+                    data_dir,
+                    config,
+                },
+        } => {
+            let server = open_stopped(load_config(config.as_deref(), data_dir)?).await?;
+            let created = server
+                .engine()
+                .create_client(app, redirect_uris, public)
+                .await;
+            server.engine().shutdown().await?;
+            let (client_id, secret) = created?;
+            let mut line = serde_json::json!({"clientId": client_id});
+            if let (Some(secret), Some(fields)) = (secret, line.as_object_mut()) {
+                fields.insert("clientSecret".into(), secret.into());
+            }
+            println!("{line}");
+            Ok(())
+        }
+        Command::Client {
+            command:
+                ClientCommand::Update {
+                    client_id,
+                    redirect_uris,
+                    data_dir,
+                    config,
+                },
+        } => {
+            let server = open_stopped(load_config(config.as_deref(), data_dir)?).await?;
+            let updated = server
+                .engine()
+                .update_client(&client_id, redirect_uris)
+                .await;
+            server.engine().shutdown().await?;
+            updated?;
+            println!("updated the redirect URIs of {client_id}");
+            Ok(())
+        }
+        Command::Keys {
+            command:
+                KeysCommand::Rotate {
+                    app,
+                    data_dir,
+                    config,
+                },
+        } => {
+            let server = open_stopped(load_config(config.as_deref(), data_dir)?).await?;
+            let rotated = server.engine().rotate_keys(app).await;
+            server.engine().shutdown().await?;
+            let kids = rotated?;
+            println!("{}", serde_json::json!({"currentKids": kids}));
+            Ok(())
         }
     }
 }

@@ -93,7 +93,9 @@ impl Server {
         if self.engine.app_count() > 0 {
             return Ok(None);
         }
-        let (app, api_key) = self.engine.create_app("default").await?;
+        // The default application lets its built-in login page sign users up, so that a fresh
+        // server works end to end with nothing configured but a delivery channel.
+        let (app, api_key) = self.engine.create_app_with("default", true).await?;
         Ok(Some(NewApplication {
             application_uuid: app.uuid,
             api_key,

@@ -30,6 +30,8 @@ pub struct Application {
     pub keys: KeyRing,
     /// `iss` of its tokens.
     pub issuer: String,
+    /// Whether the built-in login page may sign new users up.
+    pub open_signup: bool,
     api_key_hash: Vec<u8>,
 }
 
@@ -57,6 +59,9 @@ impl SettingsTable {
             .unwrap_or_else(|| self.defaults.clone())
     }
 }
+
+/// ID tokens are RS256, the one algorithm every OpenID Connect relying party must accept.
+const ID_TOKEN_ALGORITHM: crate::JwtAlgorithm = crate::JwtAlgorithm::RS256;
 
 type KidIndex = HashMap<String, (Arc<Application>, Arc<SigningKey>)>;
 
@@ -87,6 +92,11 @@ impl Apps {
         self.by_kid.read().ok()?.get(kid).cloned()
     }
 
+    /// The public base URL, without a trailing slash.
+    pub(crate) fn public_url(&self) -> &str {
+        &self.public_url
+    }
+
     pub(crate) fn count(&self) -> usize {
         self.by_uuid.read().map(|m| m.len()).unwrap_or(0)
     }
@@ -97,14 +107,39 @@ impl Apps {
         let apps = store.scan_prefix(Space::Apps, &[])?;
         for (_, bytes) in apps {
             let record = <AppRecord as latchkey_storage::Record>::decode(&bytes)?;
-            let keys = store
-                .scan_prefix(Space::Keys, record.uuid.as_bytes())?
-                .into_iter()
-                .map(|(_, v)| <KeyRecord as latchkey_storage::Record>::decode(&v))
-                .collect::<latchkey_storage::Result<Vec<_>>>()?;
+            let keys = stored_keys(store, record.uuid)?;
             self.install(store, record, keys, now).await?;
         }
         Ok(())
+    }
+
+    /// Retires an application's current keys and makes new ones current. Retired keys keep
+    /// verifying, and stay in the JWKS, until every token they signed has expired.
+    pub(crate) async fn rotate(
+        &self,
+        store: &Arc<dyn Store>,
+        uuid: Uuid,
+        now: u64,
+    ) -> Result<Arc<Application>> {
+        let record = store
+            .get(Space::Apps, uuid.as_bytes())?
+            .map(|bytes| <AppRecord as latchkey_storage::Record>::decode(&bytes))
+            .transpose()?
+            .ok_or(Error::UnknownApp)?;
+        let mut keys = stored_keys(store, uuid)?;
+
+        let mut batch = Batch::new();
+        for key in keys.iter_mut().filter(|k| k.current) {
+            key.current = false;
+            key.retired = Some(now);
+            batch.put(
+                Space::Keys,
+                latchkey_storage::uuid_str_key(key.app, &key.kid),
+                &*key,
+            )?;
+        }
+        store.commit(batch).await?;
+        self.install(store, record, keys, now).await
     }
 
     /// Creates an application and returns it with its API key (shown once, stored hashed).
@@ -113,6 +148,7 @@ impl Apps {
         store: &Arc<dyn Store>,
         secrets: &Secrets,
         name: &str,
+        open_signup: bool,
         now: u64,
     ) -> Result<(Arc<Application>, String)> {
         let api_key = crate::crypto::random_secret()?;
@@ -121,6 +157,7 @@ impl Apps {
             name: name.to_owned(),
             api_key_hash: secrets.hash(Purpose::ApiKey, api_key.as_bytes()),
             created: now,
+            open_signup,
         };
         let mut batch = Batch::new();
         batch.put(Space::Apps, record.uuid.as_bytes().to_vec(), &record)?;
@@ -137,39 +174,61 @@ impl Apps {
         now: u64,
     ) -> Result<Arc<Application>> {
         let settings = self.settings.for_app(record.uuid);
-        let wanted = settings.jwt_algorithm.name();
+        let access_alg = settings.jwt_algorithm;
+        let wanted = [access_alg, ID_TOKEN_ALGORITHM];
+        let keep = settings.key_keep_secs();
+        let mut batch = Batch::new();
 
-        let has_current = keys.iter().any(|k| k.current && k.alg == wanted);
-        if !has_current {
-            let fresh = SigningKey::generate(record.uuid, settings.jwt_algorithm, now)?;
-            let mut batch = Batch::new();
-            for old in keys.iter_mut().filter(|k| k.current) {
-                old.current = false;
-                batch.put(
-                    Space::Keys,
-                    latchkey_storage::uuid_str_key(old.app, &old.kid),
-                    &*old,
-                )?;
+        // Keys retired long enough ago that nothing they signed is still valid go away.
+        keys.retain(|k| {
+            let expired = k.retired.is_some_and(|at| at.saturating_add(keep) <= now);
+            if expired {
+                batch.delete(Space::Keys, latchkey_storage::uuid_str_key(k.app, &k.kid));
             }
+            !expired
+        });
+        // A key of an algorithm no longer configured stops signing but keeps verifying.
+        for old in keys
+            .iter_mut()
+            .filter(|k| k.current && !wanted.iter().any(|a| a.name() == k.alg))
+        {
+            old.current = false;
+            old.retired = Some(now);
             batch.put(
                 Space::Keys,
-                latchkey_storage::uuid_str_key(fresh.app, &fresh.kid),
-                &fresh,
+                latchkey_storage::uuid_str_key(old.app, &old.kid),
+                &*old,
             )?;
+        }
+        for alg in wanted {
+            if !keys.iter().any(|k| k.current && k.alg == alg.name()) {
+                let fresh = SigningKey::generate(record.uuid, alg, now)?;
+                batch.put(
+                    Space::Keys,
+                    latchkey_storage::uuid_str_key(fresh.app, &fresh.kid),
+                    &fresh,
+                )?;
+                keys.push(fresh);
+            }
+        }
+        if !batch.is_empty() {
             store.commit(batch).await?;
-            keys.push(fresh);
         }
 
         let parsed = keys
             .iter()
             .map(|k| Ok((k.current, Arc::new(SigningKey::from_record(k)?))))
             .collect::<Result<Vec<_>>>()?;
-        let current = parsed
-            .iter()
-            .find(|(cur, k)| *cur && k.alg.name() == wanted)
-            .map(|(_, k)| k.clone())
-            .ok_or_else(|| Error::Internal("no current signing key".into()))?;
-        let all: Vec<_> = parsed.into_iter().map(|(_, k)| k).collect();
+        let current_of = |alg: crate::JwtAlgorithm| {
+            parsed
+                .iter()
+                .find(|(cur, k)| *cur && k.alg == alg)
+                .map(|(_, k)| k.clone())
+                .ok_or_else(|| Error::Internal("no current signing key".into()))
+        };
+        let current = current_of(access_alg)?;
+        let id_token = current_of(ID_TOKEN_ALGORITHM)?;
+        let all: Vec<_> = parsed.iter().map(|(_, k)| k.clone()).collect();
 
         let app = Arc::new(Application {
             uuid: record.uuid,
@@ -178,8 +237,9 @@ impl Apps {
                 "{}/authenticate/v1-2/openid/{}",
                 self.public_url, record.uuid
             ),
+            open_signup: settings.open_signup.unwrap_or(record.open_signup),
             settings,
-            keys: KeyRing::new(record.uuid, current, all.clone()),
+            keys: KeyRing::new(record.uuid, current, id_token, all.clone()),
             api_key_hash: record.api_key_hash,
         });
         if let Ok(mut by_kid) = self.by_kid.write() {
@@ -192,4 +252,12 @@ impl Apps {
         }
         Ok(app)
     }
+}
+
+fn stored_keys(store: &Arc<dyn Store>, app: Uuid) -> Result<Vec<KeyRecord>> {
+    Ok(store
+        .scan_prefix(Space::Keys, app.as_bytes())?
+        .into_iter()
+        .map(|(_, v)| <KeyRecord as latchkey_storage::Record>::decode(&v))
+        .collect::<latchkey_storage::Result<Vec<_>>>()?)
 }

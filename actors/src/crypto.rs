@@ -21,6 +21,9 @@ pub(crate) enum Purpose {
     AuthKey,
     Token,
     ApiKey,
+    ClientSecret,
+    OidcCode,
+    RefreshToken,
 }
 
 impl Purpose {
@@ -30,6 +33,9 @@ impl Purpose {
             Purpose::AuthKey => b"authkey\0",
             Purpose::Token => b"token\0",
             Purpose::ApiKey => b"apikey\0",
+            Purpose::ClientSecret => b"client-secret\0",
+            Purpose::OidcCode => b"oidc-code\0",
+            Purpose::RefreshToken => b"refresh-token\0",
         }
     }
 }
@@ -63,7 +69,7 @@ impl Secrets {
 
     pub(crate) fn hash(&self, purpose: Purpose, value: &[u8]) -> Vec<u8> {
         let mut mac = match purpose {
-            Purpose::ApiKey => self.api_key.clone(),
+            Purpose::ApiKey | Purpose::ClientSecret => self.api_key.clone(),
             _ => self.credential.clone(),
         };
         mac.update(purpose.label());
@@ -82,6 +88,11 @@ impl Secrets {
         };
         bool::from(computed.as_slice().ct_eq(against)) && present
     }
+}
+
+/// Whether two hashes are equal, in constant time.
+pub(crate) fn same(a: &[u8], b: &[u8]) -> bool {
+    bool::from(a.ct_eq(b))
 }
 
 /// `n` bytes from the OS-seeded CSPRNG.

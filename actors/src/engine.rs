@@ -168,6 +168,8 @@ pub(crate) struct Inner {
     pub(crate) iam_cache: crate::iam::IntrospectionCache,
     pub(crate) http: reqwest::Client,
     pub(crate) notifier: Notifier,
+    pub(crate) grants: Directory<crate::oidc::GrantActor>,
+    pub(crate) clients: crate::oidc::Clients,
     signup: Vec<tokio::sync::Mutex<()>>,
 }
 
@@ -190,6 +192,8 @@ impl Engine {
         let apps = Apps::new(options.settings.clone(), &options.public_url);
         apps.load_all(&store, options.clock.now()).await?;
         sweep_expired_sessions(&store, options.clock.now()).await?;
+        sweep_expired_grants(&store, options.clock.now()).await?;
+        let clients = crate::oidc::Clients::load(&store)?;
 
         let ctx = Arc::new(Context {
             audit: Audit::new(store.clone(), options.clock.clone()),
@@ -208,6 +212,7 @@ impl Engine {
             sessions: sessions.clone(),
         };
         let users = Directory::<UserActor>::start(shared, dir_options).await?;
+        let grants = Directory::<crate::oidc::GrantActor>::start(ctx.clone(), dir_options).await?;
         let notifier = Notifier::start(ctx.clone()).await?;
         let signup = (0..SIGNUP_STRIPES)
             .map(|_| tokio::sync::Mutex::new(()))
@@ -225,6 +230,8 @@ impl Engine {
             iam_cache,
             http,
             notifier,
+            grants,
+            clients,
             signup,
         };
         Ok(Self {
@@ -287,9 +294,23 @@ impl Engine {
     ///
     /// Storage errors.
     pub async fn create_app(&self, name: &str) -> Result<(Arc<Application>, String)> {
+        self.create_app_with(name, false).await
+    }
+
+    /// Creates an application whose built-in login page may sign users up (unless its
+    /// settings say otherwise), as the default application of a fresh server is.
+    ///
+    /// # Errors
+    ///
+    /// Storage errors.
+    pub async fn create_app_with(
+        &self,
+        name: &str,
+        open_signup: bool,
+    ) -> Result<(Arc<Application>, String)> {
         let ctx = &self.inner.ctx;
         ctx.apps
-            .create(&ctx.store, &ctx.secrets, name, ctx.clock.now())
+            .create(&ctx.store, &ctx.secrets, name, open_signup, ctx.clock.now())
             .await
     }
 
@@ -1144,6 +1165,20 @@ async fn sweep_expired_sessions(store: &Arc<dyn Store>, now: u64) -> Result<()> 
         match SessionRecord::decode(&value) {
             Ok(record) if record.deadline.saturating_add(TOMBSTONE_SECS) > now => {}
             _ => batch.delete(Space::Sessions, key),
+        }
+    }
+    if !batch.is_empty() {
+        store.commit(batch).await?;
+    }
+    Ok(())
+}
+
+async fn sweep_expired_grants(store: &Arc<dyn Store>, now: u64) -> Result<()> {
+    let mut batch = Batch::new();
+    for (key, value) in store.scan_prefix(Space::Grants, &[])? {
+        match latchkey_storage::records::GrantRecord::decode(&value) {
+            Ok(record) if record.deadline().saturating_add(TOMBSTONE_SECS) > now => {}
+            _ => batch.delete(Space::Grants, key),
         }
     }
     if !batch.is_empty() {

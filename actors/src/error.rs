@@ -94,6 +94,19 @@ pub enum Error {
     /// The data directory is held by another process.
     #[error("the data directory is in use by another process (a running server?)")]
     DataDirLocked,
+    /// The `htOidTxid` names no live sign-in request (unknown, finished, expired, or
+    /// being finished by another request right now).
+    #[error("The sign-in request is unknown, expired or already finished")]
+    OidcRequestDead,
+    /// The `nonce` sent with an OIDC-mode call is not the one of its authorize request.
+    #[error("The nonce does not match the sign-in request")]
+    OidcNonceMismatch,
+    /// The built-in login page may not sign users up for this application.
+    #[error("{0}")]
+    SignUpClosed(&'static str),
+    /// No such OpenID Connect client (CLI and configuration only).
+    #[error("Unknown OpenID Connect client")]
+    UnknownClient,
     /// Our fault: storage or an invariant failed.
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -130,6 +143,10 @@ impl Error {
             Error::IamForbidden => "AN-IAM-1001",
             Error::Unavailable => "AN-SYST-1001",
             Error::DataDirLocked => "AN-SYST-1000",
+            Error::OidcRequestDead => "AN-OIDC-1001",
+            Error::OidcNonceMismatch => "AN-OIDC-1002",
+            Error::SignUpClosed(_) => "AN-OIDC-1003",
+            Error::UnknownClient => "AN-OIDC-1004",
             Error::Internal(_) => "AN-SYST-1000",
         }
     }

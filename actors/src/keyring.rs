@@ -21,7 +21,11 @@ use base64::{
 };
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use latchkey_storage::records::KeyRecord;
-use serde::{Deserialize, Serialize};
+use openidconnect::{
+    JsonWebKeyId, PrivateSigningKey, SigningError,
+    core::{CoreJsonCurveType, CoreJsonWebKey, CoreJwsSigningAlgorithm},
+};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -74,6 +78,9 @@ pub struct SigningKey {
     header_b64: String,
     public_pem: String,
     jwk: Value,
+    core_jwk: CoreJsonWebKey,
+    /// When a rotation retired it (it still verifies until its tokens have expired).
+    pub retired: Option<u64>,
 }
 
 impl std::fmt::Debug for SigningKey {
@@ -127,6 +134,7 @@ impl SigningKey {
             pkcs8,
             created: now,
             current: true,
+            retired: None,
         })
     }
 
@@ -141,7 +149,8 @@ impl SigningKey {
         fn bad<E>(_: E) -> Error {
             Error::Internal("stored signing key does not parse".into())
         }
-        let (signer, spki, jwk) = match alg {
+        let kid = Some(JsonWebKeyId::new(record.kid.clone()));
+        let (signer, spki, jwk, core_jwk) = match alg {
             JwtAlgorithm::ES256 | JwtAlgorithm::ES384 => {
                 let (sig_alg, crv) = if alg == JwtAlgorithm::ES256 {
                     (&ECDSA_P256_SHA256_FIXED_SIGNING, "P-256")
@@ -156,23 +165,32 @@ impl SigningKey {
                 let (x, y) = coords.split_at(coords.len() / 2);
                 let jwk = json!({"kty": "EC", "crv": crv, "x": URL_SAFE_NO_PAD.encode(x),
                                  "y": URL_SAFE_NO_PAD.encode(y)});
-                (Signer::Ecdsa(pair), spki, jwk)
+                let core_crv = if alg == JwtAlgorithm::ES256 {
+                    CoreJsonCurveType::P256
+                } else {
+                    CoreJsonCurveType::P384
+                };
+                let core = CoreJsonWebKey::new_ec(x.to_vec(), y.to_vec(), core_crv, kid.clone());
+                (Signer::Ecdsa(pair), spki, jwk, core)
             }
             JwtAlgorithm::EdDSA => {
                 let pair = Ed25519KeyPair::from_pkcs8(&record.pkcs8).map_err(bad)?;
                 let spki = pair.public_key().as_der().map_err(bad)?.as_ref().to_vec();
-                let jwk = json!({"kty": "OKP", "crv": "Ed25519",
-                                 "x": URL_SAFE_NO_PAD.encode(pair.public_key().as_ref())});
-                (Signer::Ed(pair), spki, jwk)
+                let x = pair.public_key().as_ref().to_vec();
+                let jwk = json!({"kty": "OKP", "crv": "Ed25519", "x": URL_SAFE_NO_PAD.encode(&x)});
+                let core = CoreJsonWebKey::new_okp(x, CoreJsonCurveType::Ed25519, kid.clone());
+                (Signer::Ed(pair), spki, jwk, core)
             }
             JwtAlgorithm::RS256 => {
                 let pair = RsaKeyPair::from_pkcs8(&record.pkcs8).map_err(bad)?;
                 let public = pair.public_key();
                 let spki = public.as_der().map_err(bad)?.as_ref().to_vec();
-                let n = URL_SAFE_NO_PAD.encode(public.modulus().big_endian_without_leading_zero());
-                let e = URL_SAFE_NO_PAD.encode(public.exponent().big_endian_without_leading_zero());
-                let jwk = json!({"kty": "RSA", "n": n, "e": e});
-                (Signer::Rsa(pair), spki, jwk)
+                let n = public.modulus().big_endian_without_leading_zero().to_vec();
+                let e = public.exponent().big_endian_without_leading_zero().to_vec();
+                let jwk = json!({"kty": "RSA", "n": URL_SAFE_NO_PAD.encode(&n),
+                                 "e": URL_SAFE_NO_PAD.encode(&e)});
+                let core = CoreJsonWebKey::new_rsa(n, e, kid.clone());
+                (Signer::Rsa(pair), spki, jwk, core)
             }
         };
 
@@ -200,6 +218,8 @@ impl SigningKey {
             header_b64: URL_SAFE_NO_PAD.encode(header.to_string()),
             public_pem: pem("PUBLIC KEY", &spki),
             jwk,
+            core_jwk,
+            retired: record.retired,
         })
     }
 
@@ -215,29 +235,44 @@ impl SigningKey {
         out.push('.');
         URL_SAFE_NO_PAD.encode_string(&payload, &mut out);
 
-        let fail = |_| Error::Internal("signing failed".into());
-        let signature = match &self.signer {
-            Signer::Ecdsa(pair) => pair
-                .sign(&SystemRandom::new(), out.as_bytes())
-                .map_err(fail)?
-                .as_ref()
-                .to_vec(),
-            Signer::Ed(pair) => pair.sign(out.as_bytes()).as_ref().to_vec(),
-            Signer::Rsa(pair) => {
-                let mut sig = vec![0u8; pair.public_modulus_len()];
-                pair.sign(
-                    &RSA_PKCS1_SHA256,
-                    &SystemRandom::new(),
-                    out.as_bytes(),
-                    &mut sig,
-                )
-                .map_err(fail)?;
-                sig
-            }
-        };
+        let signature = self.sign_raw(out.as_bytes())?;
         out.push('.');
         URL_SAFE_NO_PAD.encode_string(&signature, &mut out);
         Ok(out)
+    }
+
+    /// The JWS signature of `message` with this key's algorithm.
+    fn sign_raw(&self, message: &[u8]) -> Result<Vec<u8>> {
+        let fail = |_| Error::Internal("signing failed".into());
+        Ok(match &self.signer {
+            Signer::Ecdsa(pair) => pair
+                .sign(&SystemRandom::new(), message)
+                .map_err(fail)?
+                .as_ref()
+                .to_vec(),
+            Signer::Ed(pair) => pair.sign(message).as_ref().to_vec(),
+            Signer::Rsa(pair) => {
+                let mut sig = vec![0u8; pair.public_modulus_len()];
+                pair.sign(&RSA_PKCS1_SHA256, &SystemRandom::new(), message, &mut sig)
+                    .map_err(fail)?;
+                sig
+            }
+        })
+    }
+
+    /// The JOSE algorithm as openidconnect names it.
+    pub fn core_alg(&self) -> CoreJwsSigningAlgorithm {
+        match self.alg {
+            JwtAlgorithm::ES256 => CoreJwsSigningAlgorithm::EcdsaP256Sha256,
+            JwtAlgorithm::ES384 => CoreJwsSigningAlgorithm::EcdsaP384Sha384,
+            JwtAlgorithm::EdDSA => CoreJwsSigningAlgorithm::EdDsa,
+            JwtAlgorithm::RS256 => CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256,
+        }
+    }
+
+    /// The public key as openidconnect's JWK type.
+    pub fn core_jwk(&self) -> &CoreJsonWebKey {
+        &self.core_jwk
     }
 
     /// SPKI PEM of the public key.
@@ -260,23 +295,72 @@ impl SigningKey {
     }
 }
 
-/// The keys of one application: the current one signs, all of them verify.
+/// ID tokens are built by openidconnect and signed here, on the same aws-lc-rs key pair the
+/// access tokens use (openidconnect's own RSA key type signs with the `rsa` crate, which has
+/// a timing side-channel advisory).
+impl PrivateSigningKey for SigningKey {
+    type VerificationKey = CoreJsonWebKey;
+
+    fn sign(
+        &self,
+        signature_alg: &CoreJwsSigningAlgorithm,
+        message: &[u8],
+    ) -> std::result::Result<Vec<u8>, SigningError> {
+        if *signature_alg != self.core_alg() {
+            return Err(SigningError::UnsupportedAlg(format!("{signature_alg:?}")));
+        }
+        self.sign_raw(message)
+            .map_err(|_| SigningError::Other("signing failed".into()))
+    }
+
+    fn as_verification_key(&self) -> CoreJsonWebKey {
+        self.core_jwk.clone()
+    }
+}
+
+/// The keys of one application: the current ones sign (one for access tokens, one for ID
+/// tokens, the same key when both use one algorithm), all of them verify.
 #[derive(Debug, Clone)]
 pub struct KeyRing {
     app: Uuid,
     current: Arc<SigningKey>,
+    id_token: Arc<SigningKey>,
     all: Vec<Arc<SigningKey>>,
 }
 
 impl KeyRing {
-    /// Builds the ring from parsed keys; `current` must be among `all`.
-    pub fn new(app: Uuid, current: Arc<SigningKey>, all: Vec<Arc<SigningKey>>) -> Self {
-        Self { app, current, all }
+    /// Builds the ring from parsed keys; `current` and `id_token` must be among `all`.
+    pub fn new(
+        app: Uuid,
+        current: Arc<SigningKey>,
+        id_token: Arc<SigningKey>,
+        all: Vec<Arc<SigningKey>>,
+    ) -> Self {
+        Self {
+            app,
+            current,
+            id_token,
+            all,
+        }
     }
 
-    /// The key new tokens are signed with.
+    /// The key new access tokens are signed with.
     pub fn current(&self) -> &Arc<SigningKey> {
         &self.current
+    }
+
+    /// The key new ID tokens are signed with (RS256, OIDC's mandatory algorithm).
+    pub fn id_token_key(&self) -> &Arc<SigningKey> {
+        &self.id_token
+    }
+
+    /// The keys a relying party may still need: current ones, and retired ones until
+    /// `keep_secs` after their retirement (the longest lifetime of a token they signed).
+    pub fn published(&self, now: u64, keep_secs: u64) -> impl Iterator<Item = &Arc<SigningKey>> {
+        self.all.iter().filter(move |k| {
+            k.retired
+                .is_none_or(|at| at.saturating_add(keep_secs) > now)
+        })
     }
 
     /// Every key that still verifies.
@@ -314,6 +398,28 @@ impl KeyRing {
             return Err(Error::ExpiredJwt);
         }
         Ok(claims)
+    }
+
+    /// Checks signature and algorithm (pinned to `key`) and audience of a token with other
+    /// claims; times are the caller's to check.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidJwt`].
+    pub fn decode<C: DeserializeOwned>(
+        &self,
+        key: &SigningKey,
+        token: &str,
+        audience: &str,
+    ) -> Result<C> {
+        let mut validation = Validation::new(key.jose_alg());
+        validation.set_audience(&[audience]);
+        validation.required_spec_claims.clear();
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        jsonwebtoken::decode::<C>(token, &key.decoding, &validation)
+            .map(|data| data.claims)
+            .map_err(|_| Error::InvalidJwt)
     }
 }
 
@@ -367,7 +473,7 @@ mod tests {
         ] {
             let rec = SigningKey::generate(app, alg, 1000).unwrap();
             let key = Arc::new(SigningKey::from_record(&rec).unwrap());
-            let ring = KeyRing::new(app, key.clone(), vec![key.clone()]);
+            let ring = KeyRing::new(app, key.clone(), key.clone(), vec![key.clone()]);
             let token = key.sign(&claims(app, 1000)).unwrap();
             assert_eq!(kid_of(&token).unwrap(), key.kid);
             assert!(ring.verify(&key, &token, 1001).is_ok(), "{alg:?}");

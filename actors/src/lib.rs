@@ -14,6 +14,8 @@
 //! - [`Username`], [`HashedPin`]: validated inputs; `crypto`: keyed hashes and randomness.
 //! - [`Clock`]: the single reader of wall-clock time.
 //! - [`audit`]: the audit log's entries, written without waiting, and its tail.
+//! - `oidc`: the OpenID Connect provider; each authorize request, code and refresh-token
+//!   family is a GrantActor.
 //!
 //! Nothing here knows about HTTP.
 
@@ -29,6 +31,7 @@ mod iam;
 mod input;
 mod keyring;
 mod notifier;
+mod oidc;
 mod otp;
 mod session;
 mod settings;
@@ -48,6 +51,10 @@ pub use keyring::{AccessClaims, KeyRing, SigningKey};
 pub use latchkey_storage::{
     Durability, StoreStats,
     records::{AuditOutcome, AuditRecord},
+};
+pub use oidc::{
+    AuthorizeError, AuthorizeParams, ClientAuth, CodeIssued, LoginContext, MAX_PARAM_BYTES,
+    OAuthError, OidcLogin, Proof, TokenParams, TokenResponse,
 };
 pub use otp::{IssuedOtp, OtpSubject, PendingOtp};
 pub use settings::{

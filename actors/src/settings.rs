@@ -78,6 +78,20 @@ pub struct AppSettings {
     pub jwt_algorithm: JwtAlgorithm,
     /// How tokens and OTPs reach users; by default they are returned to the back end.
     pub delivery: DeliverySettings,
+    /// Whether the built-in login page may sign new users up; unset: on for the default
+    /// application the server creates at first start, off for the others.
+    pub open_signup: Option<bool>,
+    /// The application's own login page for OpenID Connect; unset: the built-in one.
+    pub oidc_login_url: Option<String>,
+    /// How long an authorize request waits for the user to log in, in seconds.
+    pub oidc_request_ttl_secs: u64,
+    /// Lifetime of an authorization code, in seconds.
+    pub authorization_code_ttl_secs: u64,
+    /// Lifetime of an ID token, in seconds.
+    pub id_token_ttl_secs: u64,
+    /// Lifetime of a refresh-token family from its code exchange, in seconds (rotation does
+    /// not extend it).
+    pub refresh_token_ttl_secs: u64,
 }
 
 impl AppSettings {
@@ -88,7 +102,7 @@ impl AppSettings {
     ///
     /// A message naming the first setting out of range.
     pub fn validate(&self) -> std::result::Result<(), String> {
-        let checks: [(&str, bool); 7] = [
+        let checks: [(&str, bool); 9] = [
             (
                 "token_digits must be 4 to 12",
                 (4..=12).contains(&self.token_digits),
@@ -117,9 +131,23 @@ impl AppSettings {
                     self.reset_token_ttl_secs,
                     self.access_token_ttl_secs,
                     self.otp_ttl_secs,
+                    self.oidc_request_ttl_secs,
+                    self.authorization_code_ttl_secs,
+                    self.id_token_ttl_secs,
+                    self.refresh_token_ttl_secs,
                 ]
                 .iter()
                 .all(|t| *t >= 1),
+            ),
+            (
+                "authorization_code_ttl_secs must be at most 600 (RFC 6749 4.1.2)",
+                self.authorization_code_ttl_secs <= 600,
+            ),
+            (
+                "oidc_login_url must be an absolute http(s) URL",
+                self.oidc_login_url.as_deref().is_none_or(|u| {
+                    url::Url::parse(u).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
+                }),
             ),
         ];
         match checks.iter().find(|(_, ok)| !ok) {
@@ -147,7 +175,21 @@ impl Default for AppSettings {
             iam: IamSettings::default(),
             jwt_algorithm: JwtAlgorithm::ES256,
             delivery: DeliverySettings::default(),
+            open_signup: None,
+            oidc_login_url: None,
+            oidc_request_ttl_secs: 1800,
+            authorization_code_ttl_secs: 60,
+            id_token_ttl_secs: 3600,
+            refresh_token_ttl_secs: 30 * 24 * 3600,
         }
+    }
+}
+
+impl AppSettings {
+    /// How long a retired signing key must keep verifying: the longest lifetime of a token
+    /// it may have signed, plus a minute for clock skew.
+    pub fn key_keep_secs(&self) -> u64 {
+        self.access_token_ttl_secs.max(self.id_token_ttl_secs) + 60
     }
 }
 

@@ -189,6 +189,7 @@ mod tests {
             name: name.into(),
             api_key_hash: vec![1],
             created: 1,
+            open_signup: false,
         }
     }
 

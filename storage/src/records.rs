@@ -7,6 +7,10 @@ use uuid::Uuid;
 
 use crate::Record;
 
+mod oidc;
+
+pub use oidc::{AuthRequestRecord, ClientRecord, CodeRecord, FamilyRecord, GrantRecord};
+
 /// Server-wide keys for keyed hashes, generated at first start. Key `"secrets"` in `Meta`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ServerSecrets {
@@ -32,6 +36,9 @@ pub struct AppRecord {
     pub api_key_hash: Vec<u8>,
     /// Epoch seconds.
     pub created: u64,
+    /// Whether the built-in login page may sign new users up (configuration can override).
+    #[serde(default)]
+    pub open_signup: bool,
 }
 
 impl Record for AppRecord {
@@ -185,8 +192,12 @@ pub struct KeyRecord {
     pub pkcs8: Vec<u8>,
     /// Epoch seconds.
     pub created: u64,
-    /// Whether this is the key new tokens are signed with.
+    /// Whether this is the key new tokens of its algorithm are signed with.
     pub current: bool,
+    /// When a rotation replaced it; it keeps verifying (and stays in the JWKS) until every
+    /// token it signed has expired.
+    #[serde(default)]
+    pub retired: Option<u64>,
 }
 
 impl Record for KeyRecord {

@@ -25,6 +25,11 @@ pub enum Space {
     /// Messages waiting for delivery. Key: the record's UUIDv7 (16 bytes), so a scan yields
     /// them in the order they were queued.
     Outbox,
+    /// Registered OpenID Connect clients. Key: the client id string.
+    Clients,
+    /// OpenID Connect grants: authorization requests, codes and refresh-token families. Key:
+    /// the grant id string (`request/…`, `code/…`, `family/…`).
+    Grants,
 }
 
 impl Space {
@@ -32,7 +37,7 @@ impl Space {
     ///
     /// IMPORTANT: new spaces go at the end, here and in the enum: the writer indexes its
     /// keyspace handles by position.
-    pub const ALL: [Space; 9] = [
+    pub const ALL: [Space; 11] = [
         Space::Meta,
         Space::Apps,
         Space::Users,
@@ -42,6 +47,8 @@ impl Space {
         Space::Keys,
         Space::Audit,
         Space::Outbox,
+        Space::Clients,
+        Space::Grants,
     ];
 
     /// The fjall keyspace name.
@@ -56,6 +63,8 @@ impl Space {
             Space::Keys => "keys",
             Space::Audit => "audit",
             Space::Outbox => "outbox",
+            Space::Clients => "clients",
+            Space::Grants => "grants",
         }
     }
 

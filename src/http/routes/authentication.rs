@@ -1,7 +1,9 @@
 //! Authentication: activation, login, logout and PIN reset.
 
+use std::future::Future;
+
 use axum::{extract::State, http::HeaderMap, response::Response};
-use latchkey_actors::{HashedPin, LoginRequest, Tokens};
+use latchkey_actors::{Application, HashedPin, LoginRequest, Proof, Tokens};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -9,13 +11,14 @@ use uuid::Uuid;
 use crate::http::{
     AppState,
     envelope::{ApiError, done, success},
-    extract::{ApiKeyGiven, Body, Caller, backend_app},
+    extract::{ApiKeyGiven, Body, Caller, Query, backend_app},
     rate_limit::TargetKind,
 };
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct ActivateUser {
+    #[serde(default)]
     application_uuid: Option<String>,
     username: String,
     activation_token: String,
@@ -26,27 +29,37 @@ pub(crate) struct ActivateUser {
 pub(crate) async fn activate_user(
     State(state): State<AppState>,
     _key: ApiKeyGiven,
+    Query(mode): Query<OidcMode>,
     headers: HeaderMap,
     Body(req): Body<ActivateUser>,
 ) -> Result<Response, ApiError> {
     let app = backend_app(&state, &headers, req.application_uuid.as_deref())?;
+    let done = activate_user_with(&state, &app, &mode, req).await?;
+    Ok(success(done.body(true)))
+}
+
+/// Activation of a new user's first device, in either mode.
+pub(crate) async fn activate_user_with(
+    state: &AppState,
+    app: &Application,
+    mode: &OidcMode,
+    req: ActivateUser,
+) -> Result<Finished, ApiError> {
     let pin = HashedPin::parse(&req.hashed_pin)?;
-    let tokens = state
-        .engine
-        .activate_user(
-            &app,
-            &req.username,
-            &req.activation_token,
-            pin,
-            &req.device_name,
-        )
-        .await?;
-    Ok(success(grant(&tokens, true)))
+    let login = state.engine.activate_user(
+        app,
+        &req.username,
+        &req.activation_token,
+        pin,
+        &req.device_name,
+    );
+    finish(state, app, mode, Proof::DeliveredToken, login).await
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct ActivateDevice {
+    #[serde(default)]
     application_uuid: Option<String>,
     username: String,
     device_uuid: String,
@@ -57,22 +70,35 @@ pub(crate) struct ActivateDevice {
 pub(crate) async fn activate_device(
     State(state): State<AppState>,
     _key: ApiKeyGiven,
+    Query(mode): Query<OidcMode>,
     headers: HeaderMap,
     Body(req): Body<ActivateDevice>,
 ) -> Result<Response, ApiError> {
     let app = backend_app(&state, &headers, req.application_uuid.as_deref())?;
+    let done = activate_device_with(&state, &app, &mode, req).await?;
+    Ok(success(done.body(false)))
+}
+
+/// Activation of an added device, in either mode.
+pub(crate) async fn activate_device_with(
+    state: &AppState,
+    app: &Application,
+    mode: &OidcMode,
+    req: ActivateDevice,
+) -> Result<Finished, ApiError> {
     let pin = HashedPin::parse(&req.hashed_pin)?;
     let device = device_id(&req.device_uuid)?;
-    let tokens = state
-        .engine
-        .activate_device(&app, &req.username, device, &req.activation_token, pin)
-        .await?;
-    Ok(success(grant(&tokens, false)))
+    let login =
+        state
+            .engine
+            .activate_device(app, &req.username, device, &req.activation_token, pin);
+    finish(state, app, mode, Proof::DeliveredToken, login).await
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct Login {
+    #[serde(default)]
     application_uuid: Option<String>,
     username: String,
     device_uuid: String,
@@ -85,10 +111,26 @@ pub(crate) struct Login {
 pub(crate) async fn login(
     State(state): State<AppState>,
     _key: ApiKeyGiven,
+    Query(mode): Query<OidcMode>,
     headers: HeaderMap,
     Body(req): Body<Login>,
 ) -> Result<Response, ApiError> {
     let app = backend_app(&state, &headers, req.application_uuid.as_deref())?;
+    let done = login_with(&state, &app, &mode, req).await?;
+    Ok(success(json!({
+        "accessToken": done.access_token(),
+        "authKey": done.tokens.auth_key,
+        "authKeyUuid": done.tokens.auth_key_uuid,
+    })))
+}
+
+/// A device login, in either mode.
+pub(crate) async fn login_with(
+    state: &AppState,
+    app: &Application,
+    mode: &OidcMode,
+    req: Login,
+) -> Result<Finished, ApiError> {
     let pin = match (req.hashed_pin, req.pinless_device) {
         (Some(pin), _) => Some(HashedPin::parse(&pin)?),
         (None, true) => None,
@@ -98,18 +140,18 @@ pub(crate) async fn login(
     state
         .limits
         .check(TargetKind::Login, app.uuid, &device.to_string())?;
+    let proof = if pin.is_some() {
+        Proof::DevicePin
+    } else {
+        Proof::Device
+    };
     let request = LoginRequest {
         username: req.username,
         device,
         auth_key: req.auth_key,
         pin,
     };
-    let tokens = state.engine.login(&app, request).await?;
-    Ok(success(json!({
-        "accessToken": access_token(&tokens.access_token),
-        "authKey": tokens.auth_key,
-        "authKeyUuid": tokens.auth_key_uuid,
-    })))
+    finish(state, app, mode, proof, state.engine.login(app, request)).await
 }
 
 pub(crate) async fn logout(
@@ -123,9 +165,10 @@ pub(crate) async fn logout(
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct ForgotPin {
+    #[serde(default)]
     application_uuid: Option<String>,
-    username: String,
-    device_uuid: String,
+    pub(crate) username: String,
+    pub(crate) device_uuid: String,
 }
 
 pub(crate) async fn forgot_pin(
@@ -155,6 +198,7 @@ pub(crate) struct ResetIssued {
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct ResetPin {
+    #[serde(default)]
     application_uuid: Option<String>,
     username: String,
     device_uuid: String,
@@ -165,31 +209,98 @@ pub(crate) struct ResetPin {
 pub(crate) async fn reset_pin(
     State(state): State<AppState>,
     _key: ApiKeyGiven,
+    Query(mode): Query<OidcMode>,
     headers: HeaderMap,
     Body(req): Body<ResetPin>,
 ) -> Result<Response, ApiError> {
     let app = backend_app(&state, &headers, req.application_uuid.as_deref())?;
-    let pin = HashedPin::parse(&req.hashed_pin)?;
-    let device = device_id(&req.device_uuid)?;
-    let tokens = state
-        .engine
-        .reset_pin(&app, &req.username, device, &req.reset_pin_token, pin)
-        .await?;
-    Ok(success(grant(&tokens, false)))
+    let done = reset_pin_with(&state, &app, &mode, req).await?;
+    Ok(success(done.body(false)))
 }
 
-/// The fields of an activation or reset answer.
-pub(crate) fn grant(tokens: &Tokens, with_user: bool) -> Value {
-    let mut body = json!({
-        "accessToken": access_token(&tokens.access_token),
-        "authKey": tokens.auth_key,
-        "authKeyUuid": tokens.auth_key_uuid,
-        "deviceUuid": tokens.device_uuid,
-    });
-    if let (true, Some(fields)) = (with_user, body.as_object_mut()) {
-        fields.insert("userUuid".into(), json!(tokens.user_uuid));
+/// A PIN reset with a delivered token, in either mode.
+pub(crate) async fn reset_pin_with(
+    state: &AppState,
+    app: &Application,
+    mode: &OidcMode,
+    req: ResetPin,
+) -> Result<Finished, ApiError> {
+    let pin = HashedPin::parse(&req.hashed_pin)?;
+    let device = device_id(&req.device_uuid)?;
+    let login = state
+        .engine
+        .reset_pin(app, &req.username, device, &req.reset_pin_token, pin);
+    finish(state, app, mode, Proof::DeliveredToken, login).await
+}
+
+/// The OIDC mode's query parameters: with an `htOidTxid`, a successful login answers with
+/// an authorization code (`OAUTH_CODE`) for that sign-in request instead of a JWT.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct OidcMode {
+    pub(crate) nonce: Option<String>,
+    #[serde(rename = "htOidTxid")]
+    pub(crate) ht_oid_txid: Option<String>,
+}
+
+/// A finished activation, login or reset.
+#[derive(Debug)]
+pub(crate) struct Finished {
+    pub(crate) tokens: Tokens,
+    /// In OIDC mode: where to send the browser (`redirect_uri?code=…&state=…`).
+    pub(crate) redirect_to: Option<String>,
+}
+
+impl Finished {
+    pub(crate) fn access_token(&self) -> Value {
+        let kind = if self.redirect_to.is_some() {
+            "OAUTH_CODE"
+        } else {
+            "JWT"
+        };
+        json!({"token": self.tokens.access_token, "type": kind})
     }
-    body
+
+    /// The fields of an activation or reset answer.
+    pub(crate) fn body(&self, with_user: bool) -> Value {
+        let tokens = &self.tokens;
+        let mut body = json!({
+            "accessToken": self.access_token(),
+            "authKey": tokens.auth_key,
+            "authKeyUuid": tokens.auth_key_uuid,
+            "deviceUuid": tokens.device_uuid,
+        });
+        if let (true, Some(fields)) = (with_user, body.as_object_mut()) {
+            fields.insert("userUuid".into(), json!(tokens.user_uuid));
+        }
+        body
+    }
+}
+
+/// Runs a login in the mode the query asks for. In OIDC mode the sign-in request is held
+/// before the login runs, so that a dead `htOidTxid` costs the device nothing (its authKey
+/// is not rotated for an answer the caller could not use).
+async fn finish(
+    state: &AppState,
+    app: &Application,
+    mode: &OidcMode,
+    proof: Proof,
+    login: impl Future<Output = latchkey_actors::Result<Tokens>>,
+) -> Result<Finished, ApiError> {
+    let Some(txid) = &mode.ht_oid_txid else {
+        return Ok(Finished {
+            tokens: login.await?,
+            redirect_to: None,
+        });
+    };
+    let held = state
+        .engine
+        .oidc_begin(app, txid, mode.nonce.as_deref())
+        .await?;
+    let issued = state.engine.oidc_finish(held, login.await, proof).await?;
+    Ok(Finished {
+        tokens: issued.tokens,
+        redirect_to: Some(issued.redirect_to),
+    })
 }
 
 pub(crate) fn access_token(jwt: &str) -> Value {

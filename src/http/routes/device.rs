@@ -4,7 +4,7 @@ use axum::{extract::State, response::Response};
 use latchkey_actors::{DevicePatch, Error, HashedPin};
 use serde::Deserialize;
 
-use super::authentication::{ResetIssued, grant};
+use super::authentication::{Finished, ResetIssued};
 use crate::http::{
     AppState,
     envelope::{ApiError, done, success},
@@ -96,5 +96,11 @@ pub(crate) async fn reset_pin(
         .engine
         .device_reset_pin(&who, device, &req.reset_pin_token, pin)
         .await?;
-    Ok(success(grant(&tokens, false)))
+    Ok(success(
+        Finished {
+            tokens,
+            redirect_to: None,
+        }
+        .body(false),
+    ))
 }
