@@ -215,6 +215,8 @@ impl Apps {
             store.commit(batch).await?;
         }
 
+        // The order a restart's scan gives, so that the JWKS reads the same before and after.
+        keys.sort_by(|a, b| a.kid.cmp(&b.kid));
         let parsed = keys
             .iter()
             .map(|k| Ok((k.current, Arc::new(SigningKey::from_record(k)?))))

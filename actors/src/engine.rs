@@ -248,6 +248,7 @@ impl Engine {
     pub async fn shutdown(&self) -> Result<()> {
         self.inner.users.shutdown().await;
         self.inner.sessions.shutdown().await;
+        self.inner.grants.shutdown().await;
         self.inner.notifier.shutdown().await;
         let store = self.inner.ctx.store.clone();
         tokio::task::spawn_blocking(move || store.close())
