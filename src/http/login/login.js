@@ -46,6 +46,9 @@
 
   /** Extra advice for error codes whose server message alone leaves the person stuck. */
   const HINTS = {
+    'AN-AUTH-1006': 'Check your PIN and try again.',
+    'AN-AUTH-1029': 'One more wrong PIN locks this browser for a while; "Forgot your PIN?" ' +
+      'still works.',
     'AN-HENG-1001': 'This browser holds an outdated key for the account. ' +
       'Use "Forgot your PIN?" to link it again.',
     'AN-HENG-1005': 'This browser\'s device is not known to the server any more. Remove the ' +
@@ -281,7 +284,8 @@
 
   function showError(message, code = '', field = null) {
     const hint = HINTS[code];
-    $('error-message').textContent = hint ? `${message} ${hint}` : message;
+    const sentence = /[.!?]$/.test(message) ? message : `${message}.`;
+    $('error-message').textContent = hint ? `${sentence} ${hint}` : message;
     $('error-code').textContent = code ? `Error code ${code}` : '';
     $('error-code').hidden = !code;
     $('error').hidden = false;
