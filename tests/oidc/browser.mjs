@@ -5,6 +5,9 @@
 //   python3 -m pip install aiosmtpd       # the SMTP sink
 //   LK_BIN=target/debug/latchkey node tests/oidc/browser.mjs
 //
+// LK_OUT names the screenshot folder; LK_PAGE_DIR=src/http/login tries the page files of the
+// working tree against a binary built before them; LK_KEEP=1 keeps the temp folders.
+//
 // Why: the login page is the only part of the OIDC provider that runs in a browser: WebCrypto
 // PIN hashing, localStorage device keys and the redirect back to the relying party can only be
 // seen to work there. The test starts everything it needs on free loopback ports (an SMTP sink,
@@ -58,26 +61,7 @@ for (const old of fs.readdirSync(OUT)) {
 // == SMTP sink ===================================================================================
 
 const work = h.tempDir('lk-oidc-browser-');
-const mailDir = path.join(work, 'mail');
-const sinkLog = path.join(work, 'smtp-sink.log');
-const sinkPort = await h.freePort();
-const sink = h.startChild('python3', [path.join(ROOT, 'tests', 'smtp_sink.py'), String(sinkPort),
-  mailDir], { logFile: sinkLog });
-
-async function waitForSink() {
-  const deadline = Date.now() + 20_000;
-  while (Date.now() < deadline) {
-    const log = fs.existsSync(sinkLog) ? fs.readFileSync(sinkLog, 'utf8') : '';
-    if (/^ready$/m.test(log)) return;
-    if (sink.exitCode !== null || sink.signalCode !== null) {
-      const hint = /aiosmtpd/.test(log) ? ' (run `python3 -m pip install aiosmtpd`)' : '';
-      h.fail(`the SMTP sink exited before it was ready${hint}: ${log.trim().slice(-300)}`);
-    }
-    await new Promise((res) => setTimeout(res, 100));
-  }
-  h.fail('the SMTP sink did not print `ready` within 20 s');
-}
-await waitForSink();
+const sink = await new h.SmtpSink().start();
 
 // == Latchkey: app, client, config, serve ========================================================
 
@@ -99,7 +83,7 @@ open_signup = true
 channel = "smtp"
 [app_defaults.delivery.smtp]
 host = "127.0.0.1"
-port = ${sinkPort}
+port = ${sink.port}
 tls = "plain"
 from = "Latchkey <no-reply@latchkey.test>"
 `,
@@ -210,69 +194,6 @@ await new Promise((res, rej) => {
   rp.listen(rpPort, '127.0.0.1', res);
 });
 
-// == e-mail ======================================================================================
-
-/** The decoded text parts of one .eml (plain, quoted-printable or base64; multipart or not). */
-function mailText(raw) {
-  const split = (text) => {
-    const at = text.search(/\r?\n\r?\n/);
-    return at < 0 ? ['', text] : [text.slice(0, at), text.slice(at).replace(/^\r?\n\r?\n/, '')];
-  };
-  const header = (headers, name) => {
-    const unfolded = headers.replace(/\r?\n[ \t]+/g, ' ');
-    const match = unfolded.match(new RegExp(`^${name}:\\s*(.*)$`, 'im'));
-    return match ? match[1].trim() : '';
-  };
-  const decode = (headers, body) => {
-    const encoding = header(headers, 'Content-Transfer-Encoding').toLowerCase();
-    if (encoding === 'base64') return Buffer.from(body.replace(/\s+/g, ''), 'base64').toString();
-    if (encoding === 'quoted-printable') {
-      return body.replace(/=\r?\n/g, '')
-        .replace(/=([0-9A-F]{2})/gi, (_, hex) => String.fromCharCode(parseInt(hex, 16)));
-    }
-    return body;
-  };
-  const walk = (text) => {
-    const [headers, body] = split(text);
-    const type = header(headers, 'Content-Type');
-    const boundary = type.match(/boundary="?([^";]+)"?/i);
-    if (/^multipart\//i.test(type) && boundary) {
-      return body.split(`--${boundary[1]}`).slice(1)
-        .filter((part) => !part.startsWith('--'))
-        .map((part) => walk(part.replace(/^\r?\n/, '')))
-        .join('\n');
-    }
-    if (type && !/^text\//i.test(type)) return '';
-    return decode(headers, body);
-  };
-  return walk(raw);
-}
-
-function mailFiles() {
-  return fs.existsSync(mailDir) ? fs.readdirSync(mailDir).filter((f) => f.endsWith('.eml')).sort()
-    : [];
-}
-
-/** Waits for a new .eml to `recipient` (not in `before`); returns the 6-digit token in it. */
-async function tokenFromMail(recipient, before) {
-  const deadline = Date.now() + STEP_TIMEOUT_MS;
-  while (Date.now() < deadline) {
-    const fresh = mailFiles().filter((f) => !before.has(f)).reverse();
-    for (const file of fresh) {
-      const raw = fs.readFileSync(path.join(mailDir, file), 'utf8');
-      const to = raw.match(/^X-Envelope-To: (.*)$/m)?.[1] ?? '';
-      if (!to.toLowerCase().includes(recipient.toLowerCase())) continue;
-      const token = mailText(raw.slice(raw.indexOf('\n') + 1)).match(/(?<!\d)\d{6}(?!\d)/)?.[0];
-      if (!token) {
-        await die(`the e-mail ${file} to ${recipient} has no 6-digit token:\n${raw.slice(0, 800)}`);
-      }
-      return token;
-    }
-    await new Promise((res) => setTimeout(res, 100));
-  }
-  return die(`no e-mail to ${recipient} reached the SMTP sink within ${STEP_TIMEOUT_MS / 1000} s`);
-}
-
 // == browser =====================================================================================
 
 let browser;
@@ -284,9 +205,29 @@ try {
 const pageErrors = [];
 const consoleTexts = [];
 
+/**
+ * With LK_PAGE_DIR set (e.g. src/http/login), the page's three files come from that folder
+ * instead of the ones compiled into the binary, with the server's own headers (its CSP
+ * included): to try page changes without rebuilding the server.
+ */
+const PAGE_DIR = process.env.LK_PAGE_DIR ? path.resolve(process.env.LK_PAGE_DIR) : undefined;
+const PAGE_FILES = { '': 'index.html', '/login.js': 'login.js', '/login.css': 'login.css' };
+
+async function servePageFrom(context) {
+  const base = `${h.BASE}/openid/login`;
+  const fileOf = (url) => (url.origin === lk.url && url.pathname.startsWith(base)
+    ? PAGE_FILES[url.pathname.slice(base.length)] : undefined);
+  await context.route((url) => fileOf(url) !== undefined, async (route) => {
+    const response = await route.fetch();
+    const file = fileOf(new URL(route.request().url()));
+    await route.fulfill({ response, body: fs.readFileSync(path.join(PAGE_DIR, file), 'utf8') });
+  });
+}
+
 /** A fresh browser context (its own localStorage: "another browser") with one page. */
 async function newBrowserPage() {
   const context = await browser.newContext({ viewport: { width: 900, height: 760 } });
+  if (PAGE_DIR) await servePageFrom(context);
   const fresh = await context.newPage();
   fresh.setDefaultTimeout(STEP_TIMEOUT_MS);
   fresh.on('pageerror', (err) => pageErrors.push(err?.message ?? String(err)));
@@ -358,11 +299,11 @@ async function startLogin(what, expected) {
 }
 
 /** Fills the code-from-e-mail + PIN screen (mode `mode`) with the token mailed to `to`. */
-async function confirmWithMail(what, mode, to, mailBefore, pin) {
+async function confirmWithMail(what, mode, to, pin) {
   await step(`${what}: code screen`, () => page.locator(`#screen-confirm[data-mode="${mode}"]`)
     .waitFor());
   await shot(mode);
-  const token = await tokenFromMail(to, mailBefore);
+  const token = await sink.nextToken(to, STEP_TIMEOUT_MS / 1000);
   await step(`${what}: code and PIN`, async () => {
     await page.fill('#confirm-token', token);
     await page.fill('#confirm-pin', pin);
@@ -436,9 +377,8 @@ await step('sign-up form', async () => {
   await page.fill('#signup-email', email);
 });
 await shot('sign-up');
-let mailBefore = new Set(mailFiles());
 await step('sign-up submit', () => page.click('#signup-submit'));
-secrets.push(await confirmWithMail('activation', 'activate-user', email, mailBefore, PIN));
+secrets.push(await confirmWithMail('activation', 'activate-user', email, PIN));
 const sub = await checkCallback('after sign-up');
 await shot('rp-signed-in-after-sign-up');
 
@@ -477,9 +417,8 @@ await step('forgot PIN screen', async () => {
   await screen('forgot').waitFor();
 });
 await shot('forgot-pin');
-mailBefore = new Set(mailFiles());
 await step('forgot PIN submit', () => page.click('#forgot-submit'));
-secrets.push(await confirmWithMail('PIN reset', 'reset-pin', email, mailBefore, NEW_PIN));
+secrets.push(await confirmWithMail('PIN reset', 'reset-pin', email, NEW_PIN));
 await check(await checkCallback('PIN reset') === sub, 'the PIN reset gave another sub');
 await shot('rp-signed-in-after-reset');
 
@@ -506,10 +445,8 @@ await step('add-device form', async () => {
   await page.fill('#add-device-username', username.toLowerCase());
 });
 await shot('add-device');
-mailBefore = new Set(mailFiles());
 await step('add-device submit', () => page.click('#add-device-submit'));
-secrets.push(await confirmWithMail('device activation', 'activate-device', email, mailBefore,
-  OTHER_PIN));
+secrets.push(await confirmWithMail('device activation', 'activate-device', email, OTHER_PIN));
 await check(await checkCallback('after adding a device') === sub,
   'the new device signed in as another sub');
 await shot('rp-signed-in-on-new-device');
