@@ -282,10 +282,15 @@
     $('notice').hidden = false;
   }
 
+  /** Server messages are short phrases; shown in the page they end like sentences. */
+  function asSentence(text) {
+    const trimmed = String(text).trim();
+    return /[.!?]$/.test(trimmed) ? trimmed : `${trimmed}.`;
+  }
+
   function showError(message, code = '', field = null) {
     const hint = HINTS[code];
-    const sentence = /[.!?]$/.test(message) ? message : `${message}.`;
-    $('error-message').textContent = hint ? `${sentence} ${hint}` : message;
+    $('error-message').textContent = hint ? `${asSentence(message)} ${hint}` : asSentence(message);
     $('error-code').textContent = code ? `Error code ${code}` : '';
     $('error-code').hidden = !code;
     $('error').hidden = false;
@@ -299,7 +304,7 @@
   /** Nothing more can be done on this page. */
   function fatal(message, hint = '') {
     clearMessages();
-    $('fatal-message').textContent = message;
+    $('fatal-message').textContent = asSentence(message);
     $('fatal-hint').textContent = hint;
     show('fatal');
   }
