@@ -18,9 +18,10 @@
 // JWKS, iss equal to the discovery issuer, aud, nonce); then a second login in the same browser
 // context that needs only the PIN (after one wrong PIN, whose error must show); forgot PIN with
 // the e-mailed reset code and a login with the new PIN; a second browser context added as a
-// device of the same user; all five with the same sub; and an unknown htOidTxid, which must show
-// a clear message. After each success the page must have stored the device's new authKey. Each
-// page is saved as a numbered PNG in $LK_OUT (default target/oidc-browser) to look at.
+// device of the same user; all five with the same sub; and Back to a finished htOidTxid and an
+// unknown one, which must show a clear message. After each success the page must have stored
+// the device's new authKey. Each page is saved as a numbered PNG in $LK_OUT (default
+// target/oidc-browser) to look at.
 //
 // It never leaves a child behind: the harness kills the server and the sink at exit, and
 // playwright kills its browser at exit. Any failure prints one `FAIL: ...` line and exits 1.
@@ -451,14 +452,22 @@ await check(await checkCallback('after adding a device') === sub,
   'the new device signed in as another sub');
 await shot('rp-signed-in-on-new-device');
 
-// == 6. an unknown htOidTxid: a clear message, nothing else ======================================
+// == 6. a finished or unknown htOidTxid: a clear message, nothing else ==========================
 
+await step('Back from the relying party to the finished sign-in', async () => {
+  await page.goBack();
+  await page.waitForURL(onLoginPage);
+  await screen('fatal').waitFor();
+});
+await check((await page.locator('#fatal-message').textContent()).trim().length > 0,
+  'the finished htOidTxid shows no message');
+await shot('login-page-finished-transaction');
 await step('unknown htOidTxid', async () => {
   await page.goto(`${lk.url}${loginPagePath}?htOidTxid=unknown-${Date.now()}`);
   await screen('fatal').waitFor();
 });
-const fatalText = (await page.locator('#fatal-message').textContent()).trim();
-await check(fatalText.length > 0, 'an unknown htOidTxid shows no message');
+await check((await page.locator('#fatal-message').textContent()).trim().length > 0,
+  'an unknown htOidTxid shows no message');
 await shot('login-page-unknown-transaction');
 const secondDevice = await storedDevice(username);
 await check(secondDevice.deviceUuid !== firstRecord.deviceUuid,
@@ -481,7 +490,7 @@ await lk.stop();
 console.log(`Chromium ${version} (playwright-core) through latchkey's login page to an `
   + 'openid-client relying party: sign-up + e-mailed activation code, PIN-only login in the same '
   + 'browser (wrong PIN shown), forgot/reset PIN, login with the new PIN, another browser added '
-  + 'as a device, unknown htOidTxid message; 5 RS256 ID tokens (JWKS, iss = discovery issuer, '
-  + `aud, nonce), one sub; ${shots} screenshots in ${path.relative(process.cwd(), OUT) || '.'}`
-  + ': OK');
+  + 'as a device, finished and unknown htOidTxid messages; 5 RS256 ID tokens (JWKS, '
+  + 'iss = discovery issuer, aud, nonce), one sub; '
+  + `${shots} screenshots in ${path.relative(process.cwd(), OUT) || '.'}: OK`);
 process.exit(0); // the exit handler stops the SMTP sink
