@@ -173,7 +173,8 @@ async function rpHandle(req, res) {
         + '<p><a class="button" id="rp-login" href="/login">Sign in again</a></p>'));
     } catch (err) {
       const message = `${err?.name ?? 'Error'}: ${err?.message ?? err}`
-        + (err?.error ? ` (${err.error}: ${err.error_description ?? ''})` : '');
+        + (err?.error ? ` (${err.error}: ${err.error_description ?? ''})` : '')
+        + (err?.cause?.message ? ` (${err.cause.message})` : '');
       callbacks.push({ ok: false, message });
       send(400, rpPage('Sign-in failed', `<p class="error" id="rp-error">${escapeHtml(message)}`
         + '</p>'));
