@@ -146,13 +146,18 @@
     return STORAGE_PREFIX + state.context.applicationUuid;
   }
 
+  /** The stored map; without a prototype, so that a username like "__proto__" is a plain key. */
   function readDevices() {
+    const devices = Object.create(null);
     try {
       const parsed = JSON.parse(localStorage.getItem(storageKey()) || '{}');
-      return parsed && typeof parsed === 'object' && !Array.isArray(parsed) ? parsed : {};
+      if (parsed && typeof parsed === 'object' && !Array.isArray(parsed)) {
+        Object.assign(devices, parsed);
+      }
     } catch {
-      return {};
+      // unreadable: treat as empty
     }
+    return devices;
   }
 
   function isRecord(value) {
