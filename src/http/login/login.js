@@ -46,6 +46,9 @@
 
   /** Extra advice for error codes whose server message alone leaves the person stuck. */
   const HINTS = {
+    'AN-AUTH-1006': 'Check your PIN and try again.',
+    'AN-AUTH-1029': 'One more wrong PIN locks this browser for a while; "Forgot your PIN?" ' +
+      'still works.',
     'AN-HENG-1001': 'This browser holds an outdated key for the account. ' +
       'Use "Forgot your PIN?" to link it again.',
     'AN-HENG-1005': 'This browser\'s device is not known to the server any more. Remove the ' +
@@ -143,13 +146,18 @@
     return STORAGE_PREFIX + state.context.applicationUuid;
   }
 
+  /** The stored map; without a prototype, so that a username like "__proto__" is a plain key. */
   function readDevices() {
+    const devices = Object.create(null);
     try {
       const parsed = JSON.parse(localStorage.getItem(storageKey()) || '{}');
-      return parsed && typeof parsed === 'object' && !Array.isArray(parsed) ? parsed : {};
+      if (parsed && typeof parsed === 'object' && !Array.isArray(parsed)) {
+        Object.assign(devices, parsed);
+      }
     } catch {
-      return {};
+      // unreadable: treat as empty
     }
+    return devices;
   }
 
   function isRecord(value) {
@@ -279,9 +287,15 @@
     $('notice').hidden = false;
   }
 
+  /** Server messages are short phrases; shown in the page they end like sentences. */
+  function asSentence(text) {
+    const trimmed = String(text).trim();
+    return /[.!?]$/.test(trimmed) ? trimmed : `${trimmed}.`;
+  }
+
   function showError(message, code = '', field = null) {
     const hint = HINTS[code];
-    $('error-message').textContent = hint ? `${message} ${hint}` : message;
+    $('error-message').textContent = hint ? `${asSentence(message)} ${hint}` : asSentence(message);
     $('error-code').textContent = code ? `Error code ${code}` : '';
     $('error-code').hidden = !code;
     $('error').hidden = false;
@@ -295,7 +309,7 @@
   /** Nothing more can be done on this page. */
   function fatal(message, hint = '') {
     clearMessages();
-    $('fatal-message').textContent = message;
+    $('fatal-message').textContent = asSentence(message);
     $('fatal-hint').textContent = hint;
     show('fatal');
   }
@@ -744,8 +758,7 @@
       state.context = context;
     } catch (error) {
       if (error instanceof PageError && error.code === CODE_DEAD_TRANSACTION) {
-        fatal(error.message, 'This sign-in request has ended or expired. Go back to the ' +
-          'application and start signing in again.');
+        fatal(error.message, 'Go back to the application and start signing in again.');
       } else {
         fatal(error instanceof PageError ? error.message : 'The page could not start.',
           'Reload the page to try again.');
