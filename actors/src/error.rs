@@ -104,6 +104,10 @@ pub enum Error {
     /// The built-in login page may not sign users up for this application.
     #[error("{0}")]
     SignUpClosed(&'static str),
+    /// The built-in login page cannot offer a flow whose token must be delivered, because the
+    /// application has no delivery channel.
+    #[error("This application delivers no e-mail; ask its administrator to configure delivery")]
+    NoDelivery,
     /// No such OpenID Connect client (CLI and configuration only).
     #[error("Unknown OpenID Connect client")]
     UnknownClient,
@@ -147,6 +151,7 @@ impl Error {
             Error::OidcNonceMismatch => "AN-OIDC-1002",
             Error::SignUpClosed(_) => "AN-OIDC-1003",
             Error::UnknownClient => "AN-OIDC-1004",
+            Error::NoDelivery => "AN-OIDC-1005",
             Error::Internal(_) => "AN-SYST-1000",
         }
     }

@@ -130,7 +130,9 @@ pub(crate) fn status_of(err: &Error) -> StatusCode {
         Error::InvalidJwt | Error::ExpiredJwt | Error::RevokedJwt | Error::BadApiKey => {
             StatusCode::UNAUTHORIZED
         }
-        Error::Forbidden | Error::IamForbidden | Error::SignUpClosed(_) => StatusCode::FORBIDDEN,
+        Error::Forbidden | Error::IamForbidden | Error::SignUpClosed(_) | Error::NoDelivery => {
+            StatusCode::FORBIDDEN
+        }
         Error::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         Error::Internal(_) | Error::DataDirLocked => StatusCode::INTERNAL_SERVER_ERROR,
         _ => StatusCode::BAD_REQUEST,

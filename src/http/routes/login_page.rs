@@ -124,8 +124,15 @@ pub(crate) async fn add_device(
     let added = state
         .engine
         .add_device(&app, &req.username, &req.device_name)
-        .await?;
-    Ok(success(json!({"deviceUuid": added.device_uuid})))
+        .await;
+    let device = match added {
+        Ok(added) => added.device_uuid,
+        // An unauthenticated caller must not learn which usernames exist: an unknown user
+        // (or one who may not add devices) gets the same answer, and no e-mail is sent.
+        Err(Error::UserNotFound | Error::AddingDevicesForbidden) => Some(uuid::Uuid::new_v4()),
+        Err(other) => return Err(other.into()),
+    };
+    Ok(success(json!({"deviceUuid": device})))
 }
 
 pub(crate) async fn forgot_pin(
@@ -195,10 +202,7 @@ async fn request_app(
 /// The page can only offer flows whose token reaches the user some other way.
 fn delivers(app: &Application) -> Result<(), ApiError> {
     if app.settings.delivery.channel == Channel::None {
-        return Err(Error::SignUpClosed(
-            "This application delivers no e-mail; ask its administrator to configure delivery",
-        )
-        .into());
+        return Err(Error::NoDelivery.into());
     }
     Ok(())
 }
