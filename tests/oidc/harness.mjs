@@ -69,11 +69,13 @@ process.on('unhandledRejection', (err) => {
 
 /**
  * Import an npm package, or fail with the command that installs it. `prefix` is the folder of
- * the package.json that lists it, relative to the repository root.
+ * the package.json that lists it, relative to the repository root. A bare name resolves from the
+ * module that calls `import()`, so a script outside this folder passes its own `load`
+ * (`(name) => import(name)`).
  */
-export async function importDep(name, prefix = 'tests/oidc') {
+export async function importDep(name, prefix = 'tests/oidc', load = (n) => import(n)) {
   try {
-    return await import(name);
+    return await load(name);
   } catch (err) {
     if (err?.code === 'ERR_MODULE_NOT_FOUND' || err?.code === 'MODULE_NOT_FOUND') {
       fail(`npm package '${name}' is not installed: run \`npm ci --prefix ${prefix}\` first`);

@@ -109,10 +109,11 @@ async function codeFlow(label, config, clientId) {
 
   const { txid, location } = await authorizeForTxid(authUrl.href);
   const page = new URL(location, authUrl).searchParams;
+  const show = JSON.stringify;
   check(page.get('state') === state,
-    `${label}: login page got state ${JSON.stringify(page.get('state'))}, sent ${JSON.stringify(state)}`);
+    `${label}: login page got state ${show(page.get('state'))}, sent ${show(state)}`);
   check(page.get('nonce') === nonce,
-    `${label}: login page got nonce ${JSON.stringify(page.get('nonce'))}, sent ${JSON.stringify(nonce)}`);
+    `${label}: login page got nonce ${show(page.get('nonce'))}, sent ${show(nonce)}`);
   const code = await device.loginForCode(txid, page.get('nonce'));
 
   const callback = new URL(CB);
@@ -123,7 +124,10 @@ async function codeFlow(label, config, clientId) {
   }
   const tokens = await step(`${label}: code grant`, () => client.authorizationCodeGrant(
     config, callback,
-    { pkceCodeVerifier: verifier, expectedState: state, expectedNonce: nonce, idTokenExpected: true },
+    {
+      pkceCodeVerifier: verifier, expectedState: state, expectedNonce: nonce,
+      idTokenExpected: true,
+    },
   ));
   const claims = tokens.claims();
   const alg = jwtHeader(tokens.id_token).alg;
@@ -170,8 +174,8 @@ check(dead.active === false, `introspection after revocation: ${JSON.stringify(d
 // A used refresh token fails, and (the documented policy) revokes the family it belonged to.
 await expectOAuthError('reuse of a rotated refresh token', 'invalid_grant',
   () => client.refreshTokenGrant(confConfig, conf.tokens.refresh_token));
-await expectOAuthError('refresh with the rotated-to refresh token after that reuse', 'invalid_grant',
-  () => client.refreshTokenGrant(confConfig, conf.refreshed.refresh_token));
+await expectOAuthError('refresh with the rotated-to refresh token after that reuse',
+  'invalid_grant', () => client.refreshTokenGrant(confConfig, conf.refreshed.refresh_token));
 
 // Public client: token endpoint auth `none`, PKCE; revocation of its refresh token.
 const pubConfig = await step('discovery (public client)', () => client.discovery(
@@ -185,5 +189,6 @@ await expectOAuthError('refresh with a revoked refresh token', 'invalid_grant',
 await lk.stop();
 console.log(`openid-client ${version} against latchkey: discovery, PKCE S256 code flow `
   + '(confidential client_secret_basic and public none), RS256 ID token (JWKS, iss, aud, nonce), '
-  + 'state and nonce with "+/=~ " round trip, userinfo, refresh rotation, reuse revokes the family, '
+  + 'state and nonce with "+/=~ " round trip, userinfo, refresh rotation, '
+  + 'reuse revokes the family, '
   + 'revocation then introspection inactive: OK');
