@@ -351,3 +351,74 @@ export async function authorizeForTxid(authorizationUrl) {
   }
   return { txid, location };
 }
+
+/**
+ * A real SMTP server for delivery: `python3 tests/smtp_sink.py PORT DIR` (needs aiosmtpd), run
+ * from the repository root. `nextToken(to)` waits for a message to `to` not read before and
+ * returns the first 6-digit number in its body (the activation or reset token).
+ */
+export class SmtpSink {
+  constructor() {
+    this.dir = tempDir('lk-smtp-');
+    this.logFile = path.join(this.dir, 'sink.log');
+    this.mailDir = path.join(this.dir, 'mail');
+    fs.mkdirSync(this.mailDir);
+    this.seen = new Set();
+    this.port = undefined;
+  }
+
+  async start(seconds = 20) {
+    this.port = await freePort();
+    const script = path.resolve('tests/smtp_sink.py');
+    if (!fs.existsSync(script)) fail(`${script} not found: run from the repository root`);
+    const child = startChild('python3', [script, String(this.port), this.mailDir],
+      { logFile: this.logFile });
+    const deadline = Date.now() + seconds * 1000;
+    while (Date.now() < deadline) {
+      if (tail(this.logFile, 50).split('\n').some((l) => l.trim() === 'ready')) return this;
+      if (child.exitCode !== null) {
+        fail(`SMTP sink exited (${child.exitCode}); is aiosmtpd installed `
+          + `(python3 -m pip install aiosmtpd)?\n${tail(this.logFile)}`);
+      }
+      await new Promise((res) => setTimeout(res, 100));
+    }
+    return fail(`SMTP sink did not print ready within ${seconds} s:\n${tail(this.logFile)}`);
+  }
+
+  /** The 6-digit token of the next unread message to `to` (any recipient if unset). */
+  async nextToken(to, seconds = 20) {
+    const deadline = Date.now() + seconds * 1000;
+    while (Date.now() < deadline) {
+      for (const name of fs.readdirSync(this.mailDir).filter((n) => n.endsWith('.eml')).sort()) {
+        if (this.seen.has(name)) continue;
+        const raw = fs.readFileSync(path.join(this.mailDir, name), 'utf8');
+        const rcpt = raw.split('\r\n', 1)[0].toLowerCase();
+        if (to && !rcpt.includes(to.toLowerCase())) continue;
+        this.seen.add(name);
+        const token = sixDigits(raw);
+        if (!token) fail(`no 6-digit token in the message ${name}:\n${raw.slice(0, 600)}`);
+        return token;
+      }
+      await new Promise((res) => setTimeout(res, 100));
+    }
+    return fail(`no e-mail${to ? ` to ${to}` : ''} within ${seconds} s`);
+  }
+}
+
+/** The first 6-digit number in a message's body, decoding base64 or quoted-printable parts. */
+function sixDigits(raw) {
+  const body = raw.slice(raw.indexOf('\r\n\r\n') + 4);
+  const candidates = [body, body.replace(/=\r?\n/g, '').replace(/=([0-9A-F]{2})/g,
+    (_, h) => String.fromCharCode(parseInt(h, 16)))];
+  for (const block of body.split(/\r?\n\r?\n/)) {
+    const b64 = block.replace(/\s+/g, '');
+    if (/^[A-Za-z0-9+/]{16,}={0,2}$/.test(b64)) {
+      candidates.push(Buffer.from(b64, 'base64').toString('utf8'));
+    }
+  }
+  for (const text of candidates) {
+    const m = text.match(/(?<![0-9])[0-9]{6}(?![0-9])/);
+    if (m) return m[0];
+  }
+  return undefined;
+}
