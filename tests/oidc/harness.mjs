@@ -15,6 +15,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 
 export const BASE = '/authenticate/v1-2';
 
@@ -353,8 +354,8 @@ export async function authorizeForTxid(authorizationUrl) {
 }
 
 /**
- * A real SMTP server for delivery: `python3 tests/smtp_sink.py PORT DIR` (needs aiosmtpd), run
- * from the repository root. `nextToken(to)` waits for a message to `to` not read before and
+ * A real SMTP server for delivery: `python3 tests/smtp_sink.py PORT DIR` (needs aiosmtpd).
+ * `nextToken(to)` waits for a message to `to` not read before and
  * returns the first 6-digit number in its body (the activation or reset token).
  */
 export class SmtpSink {
@@ -369,8 +370,8 @@ export class SmtpSink {
 
   async start(seconds = 20) {
     this.port = await freePort();
-    const script = path.resolve('tests/smtp_sink.py');
-    if (!fs.existsSync(script)) fail(`${script} not found: run from the repository root`);
+    const script = fileURLToPath(new URL('../smtp_sink.py', import.meta.url));
+    if (!fs.existsSync(script)) fail(`${script} not found`);
     const child = startChild('python3', [script, String(this.port), this.mailDir],
       { logFile: this.logFile });
     const deadline = Date.now() + seconds * 1000;
