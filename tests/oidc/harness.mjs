@@ -281,8 +281,11 @@ export class Device {
     return { 'x-api-key': this.apiKey };
   }
 
-  /** POST /self-service/user; returns the activationToken (server without delivery). */
-  async signUp(email = `${this.username.toLowerCase()}@example.test`) {
+  /**
+   * POST /self-service/user; returns the activationToken (server without delivery). The default
+   * e-mail is the username with anything but letters, digits, `.`, `_`, `-` made a dot.
+   */
+  async signUp(email = `${this.username.toLowerCase().replace(/[^a-z0-9._-]/g, '.')}@ex.test`) {
     const r = await this.lk.call('POST', '/self-service/user',
       { applicationUuid: this.app, username: this.username, email }, this.headers());
     if (r.status !== 200 || !isSuccess(r.body) || !r.body.activationToken) {
