@@ -11,6 +11,7 @@
 //                              because codes live 60 s (Latchkey and oidc-provider alike)
 //   BENCH_WARMUP=256           codes exchanged before measuring (not counted), per provider
 //   BENCH_REFRESH_SECONDS=10   length of the refresh-grant phase, per provider
+//   BENCH_ROUNDS=1             rounds of every provider, the order reversed on even rounds
 //   BENCH_ONLY=latchkey | oidc-provider   run one provider only (LK_BIN is then not needed for
 //                              oidc-provider alone)
 //
@@ -490,6 +491,7 @@ async function main() {
     batch: envInt('BENCH_BATCH', 1000),
     warmup: envInt('BENCH_WARMUP', 256),
     refreshSeconds: envInt('BENCH_REFRESH_SECONDS', 10),
+    rounds: Math.max(1, envInt('BENCH_ROUNDS', 1)),
   };
   if (settings.batch < 1 || settings.connections < 1) fail('BENCH_BATCH and BENCH_CONNECTIONS > 0');
   const only = process.env.BENCH_ONLY;
@@ -502,16 +504,22 @@ async function main() {
   const loadBefore = os.loadavg()[0];
   const rows = [];
   const notes = [];
-  for (const [name, start] of which) {
-    console.error(`${name}: starting`);
-    const p = await start(Pool, settings.connections);
-    console.error(`${name}: warm-up, ${settings.codes} code exchanges, `
-      + `${settings.refreshSeconds} s of refresh grants`);
-    const r = await benchProvider(p, settings);
-    await p.stop();
-    rows.push(...r.rows);
-    notes.push(`${name}: RS256 key ${p.jwksBits} bits, ${settings.codes} codes minted in `
-      + `${r.mintSeconds.toFixed(1)} s (not measured), warm-up errors ${r.warmErrors}`);
+  for (let round = 1; round <= settings.rounds; round += 1) {
+    // Odd rounds run the providers in one order, even rounds in the other, so that a drift in
+    // the machine's load does not favour one of them.
+    const order = round % 2 ? which : [...which].reverse();
+    for (const [name, start] of order) {
+      const tag = settings.rounds > 1 ? `${name} (round ${round})` : name;
+      console.error(`${tag}: starting`);
+      const p = await start(Pool, settings.connections);
+      console.error(`${tag}: warm-up, ${settings.codes} code exchanges, `
+        + `${settings.refreshSeconds} s of refresh grants`);
+      const r = await benchProvider(p, settings);
+      await p.stop();
+      rows.push(...r.rows.map((row) => ({ ...row, provider: tag })));
+      notes.push(`${tag}: RS256 key ${p.jwksBits} bits, ${settings.codes} codes minted in `
+        + `${r.mintSeconds.toFixed(1)} s (not measured), warm-up errors ${r.warmErrors}`);
+    }
   }
 
   const lkBin = which.some(([n]) => n === 'latchkey') ? process.env.LK_BIN : undefined;
@@ -519,6 +527,7 @@ async function main() {
   console.log(`settings: ${settings.connections} connections (undici ${version('undici')} Pool, `
     + `pipelining 1), ${settings.codes} codes in batches of ${settings.batch}, `
     + `warm-up ${settings.warmup} codes, refresh phase ${settings.refreshSeconds} s, `
+    + `${settings.rounds} round(s), `
     + 'client_secret_basic, PKCE S256, scope openid');
   console.log(`machine: ${os.cpus().length} cores (${os.cpus()[0]?.model ?? '?'}), `
     + `load average before ${loadBefore.toFixed(2)}, after ${os.loadavg()[0].toFixed(2)}; `
