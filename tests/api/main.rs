@@ -23,6 +23,7 @@ mod hardening;
 mod iam;
 mod jwt;
 mod lockout;
+mod node_clients;
 mod otp;
 mod rate_limits;
 mod restart;
