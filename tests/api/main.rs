@@ -24,6 +24,7 @@ mod iam;
 mod jwt;
 mod lockout;
 mod node_clients;
+mod oidc_flow;
 mod otp;
 mod rate_limits;
 mod restart;
@@ -34,6 +35,9 @@ mod usernames;
 // Not every test module uses every helper.
 #[allow(dead_code)]
 mod helpers;
+// The OpenID Connect harness; not every `oidc_*` module uses every part of it.
+#[allow(dead_code)]
+mod oidc;
 // Not every test module uses every receiver.
 #[allow(dead_code)]
 mod receivers;
