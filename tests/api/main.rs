@@ -25,6 +25,7 @@ mod jwt;
 mod lockout;
 mod node_clients;
 mod oidc_flow;
+mod oidc_redirects;
 mod otp;
 mod rate_limits;
 mod restart;
