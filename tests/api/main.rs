@@ -24,6 +24,7 @@ mod iam;
 mod jwt;
 mod lockout;
 mod node_clients;
+mod oidc_clients;
 mod oidc_codes;
 mod oidc_flow;
 mod oidc_redirects;
