@@ -27,6 +27,7 @@ mod node_clients;
 mod oidc_clients;
 mod oidc_codes;
 mod oidc_flow;
+mod oidc_keys;
 mod oidc_redirects;
 mod otp;
 mod rate_limits;
