@@ -28,6 +28,7 @@ mod oidc_clients;
 mod oidc_codes;
 mod oidc_flow;
 mod oidc_keys;
+mod oidc_login_page;
 mod oidc_redirects;
 mod otp;
 mod rate_limits;

@@ -1,0 +1,470 @@
+//! The built-in login page's API (`/openid/login/api/...`): no API key, but a live
+//! `htOidTxid`; sign-up only where open sign-up is on and something delivers the activation
+//! token; every finished login answers `redirectTo` with a code, never a JWT.
+
+use std::time::Duration;
+
+use latchkey::Config;
+use latchkey_actors::{Channel, DeliverySettings, SmtpSettings, SmtpTls};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::{
+    helpers::{Device, code, eventually_within},
+    oidc::{Provider, claims_of, encode, query_param},
+    receivers::{SmtpSink, free_port},
+};
+
+/// A call to the page's API, without an API key.
+async fn page(
+    op: &Provider,
+    name: &str,
+    txid: Option<&str>,
+    body: Option<&Value>,
+) -> (StatusCode, Value) {
+    let query = txid
+        .map(|t| format!("?{}", encode(&[("htOidTxid", t.to_owned())])))
+        .unwrap_or_default();
+    let method = if body.is_some() {
+        Method::POST
+    } else {
+        Method::GET
+    };
+    let path = format!("/openid/login/api/{name}{query}");
+    op.app.call(method, &path, body, &[]).await
+}
+
+fn login_body(d: &Device) -> Value {
+    json!({"username": d.username, "deviceUuid": d.device_uuid, "authKey": d.auth_key,
+           "hashedPin": d.hashed_pin()})
+}
+
+/// Mail through a relay at `port`; retries every second.
+fn smtp(port: u16) -> DeliverySettings {
+    DeliverySettings {
+        channel: Channel::Smtp,
+        smtp: Some(SmtpSettings {
+            host: "127.0.0.1".into(),
+            port,
+            tls: SmtpTls::Plain,
+            username: None,
+            password: None,
+            from: "Latchkey <no-reply@latchkey.test>".into(),
+        }),
+        max_tries: 1000,
+        retry_base_secs: 1,
+        retry_cap_secs: 1,
+        ..DeliverySettings::default()
+    }
+}
+
+/// Asserts that no string anywhere in `body` is a JWT.
+fn assert_no_jwt(body: &Value) {
+    let text = body.to_string();
+    assert!(
+        !text.contains("eyJ"),
+        "the page's API must never answer a JWT: {text}"
+    );
+}
+
+#[tokio::test]
+async fn every_page_call_needs_a_live_htoidtxid() {
+    let op = Provider::spawn().await;
+    let mut device = op.app.new_device("Txid").await;
+
+    let key_before = device.auth_key.clone();
+    let calls: [(&str, Value); 7] = [
+        ("login", login_body(&device)),
+        (
+            "sign-up",
+            json!({"username": "new", "email": "new@example.test"}),
+        ),
+        (
+            "activate-user",
+            json!({"username": "new", "activationToken": "123456",
+                                 "hashedPin": device.hashed_pin(), "deviceName": "d"}),
+        ),
+        (
+            "add-device",
+            json!({"username": device.username, "deviceName": "d"}),
+        ),
+        (
+            "activate-device",
+            json!({"username": device.username,
+                                   "deviceUuid": device.device_uuid,
+                                   "activationToken": "123456",
+                                   "hashedPin": device.hashed_pin()}),
+        ),
+        (
+            "forgot-pin",
+            json!({"username": device.username, "deviceUuid": device.device_uuid}),
+        ),
+        (
+            "reset-pin",
+            json!({"username": device.username, "deviceUuid": device.device_uuid,
+                             "hashedPin": device.hashed_pin(), "resetPinToken": "123456"}),
+        ),
+    ];
+    let dead = [None, Some("nonsense"), Some(""), Some(&*"x".repeat(200))];
+    for txid in dead {
+        let mut answers = vec![("context", page(&op, "context", txid, None).await)];
+        for (name, call) in &calls {
+            answers.push((name, page(&op, name, txid, Some(call)).await));
+        }
+        for (name, (status, body)) in answers {
+            assert_eq!(
+                status,
+                StatusCode::BAD_REQUEST,
+                "{name} with {txid:?}: {body}"
+            );
+            if txid.is_some() {
+                assert_eq!(code(&body), "AN-OIDC-1001", "{name} with {txid:?}: {body}");
+            }
+        }
+    }
+    // None of that spent the device's authKey.
+    let (status, body) = op.app.login_with(&device, "1234", &key_before).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    device.take(&body);
+
+    // A live one: the context, then one login; after that the request is finished.
+    let mut a = op.authz();
+    a.extra.push(("login_hint".into(), "Txid".into()));
+    let txid = op.begin(&a).await;
+    let (status, context) = page(&op, "context", Some(&txid), None).await;
+    assert_eq!(status, StatusCode::OK, "{context}");
+    assert_eq!(context["applicationUuid"], op.app.app.to_string().as_str());
+    assert_eq!(context["clientId"], op.client_id.as_str());
+    assert_eq!(context["loginHint"], "Txid");
+    assert_eq!(context["openSignup"], false);
+    assert_no_jwt(&context);
+    let (status, body) = page(&op, "login", Some(&txid), Some(&login_body(&device))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    device.take(&body);
+    for (name, body) in [("context", None), ("login", Some(login_body(&device)))] {
+        let (status, answer) = page(&op, name, Some(&txid), body.as_ref()).await;
+        assert_eq!(
+            (status, code(&answer)),
+            (StatusCode::BAD_REQUEST, "AN-OIDC-1001"),
+            "{name} on a finished request: {answer}"
+        );
+    }
+
+    // A request nobody finishes dies after its 30 minutes.
+    let txid = op.begin(&op.authz()).await;
+    op.app.clock.advance(30 * 60 - 5);
+    let (status, body) = page(&op, "context", Some(&txid), None).await;
+    assert_eq!(status, StatusCode::OK, "29:55 old: {body}");
+    op.app.clock.advance(10);
+    let (status, body) = page(&op, "login", Some(&txid), Some(&login_body(&device))).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::BAD_REQUEST, "AN-OIDC-1001"),
+        "30:05 old: {body}"
+    );
+}
+
+#[tokio::test]
+async fn a_page_login_answers_redirect_to_with_code_state_and_iss_and_never_a_jwt() {
+    let op = Provider::spawn().await;
+    let mut device = op.app.new_device("Page").await;
+    let a = op.authz();
+    let txid = op.begin(&a).await;
+
+    let (status, body) = page(&op, "login", Some(&txid), Some(&login_body(&device))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_no_jwt(&body);
+    assert_eq!(body["accessToken"]["type"], "OAUTH_CODE", "{body}");
+    let redirect_to = body["redirectTo"].as_str().unwrap();
+    let url = openidconnect::url::Url::parse(redirect_to).unwrap();
+    assert_eq!(
+        format!(
+            "{}://{}{}",
+            url.scheme(),
+            url.host_str().unwrap(),
+            url.path()
+        ),
+        crate::oidc::CB
+    );
+    let names: Vec<String> = url.query_pairs().map(|(k, _)| k.into_owned()).collect();
+    assert_eq!(names, ["code", "state", "iss"], "{redirect_to}");
+    let code_given = query_param(redirect_to, "code").unwrap();
+    assert_eq!(body["accessToken"]["token"], code_given.as_str());
+    assert_eq!(query_param(redirect_to, "state"), a.state);
+    assert_eq!(query_param(redirect_to, "iss"), Some(op.issuer()));
+    device.take(&body);
+
+    let (status, tokens) = op.exchange(&code_given, &a, &op.basic()).await;
+    assert_eq!(status, StatusCode::OK, "{tokens}");
+    let claims = claims_of(tokens["id_token"].as_str().unwrap());
+    assert_eq!(claims["sub"], device.user_uuid.as_str());
+    assert_eq!(claims["nonce"].as_str(), a.nonce.as_deref());
+
+    // The new authKey the page got is the one that works now.
+    let (status, body) = op.app.login(&device).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_parallel_logins_with_one_htoidtxid_give_one_code_and_the_loser_keeps_its_authkey() {
+    let op = Provider::spawn().await;
+    let mut devices = vec![
+        op.app.new_device("First").await,
+        op.app.new_device("Second").await,
+    ];
+    for round in 0..5 {
+        let txid = op.begin(&op.authz()).await;
+        let mut tasks = tokio::task::JoinSet::new();
+        for (i, device) in devices.iter().enumerate() {
+            let (http, url) = (op.http.clone(), op.app.base.clone());
+            let path = format!(
+                "{url}{}/openid/login/api/login?{}",
+                latchkey::BASE,
+                encode(&[("htOidTxid", txid.clone())])
+            );
+            let body = login_body(device);
+            tasks.spawn(async move {
+                let resp = http.post(path).json(&body).send().await.unwrap();
+                (i, resp.status(), resp.json::<Value>().await.unwrap())
+            });
+        }
+        let answers = tasks.join_all().await;
+        let winners: Vec<_> = answers
+            .iter()
+            .filter(|(_, s, _)| *s == StatusCode::OK)
+            .collect();
+        assert_eq!(winners.len(), 1, "round {round}: {answers:?}");
+        for (i, status, body) in &answers {
+            if *status == StatusCode::OK {
+                devices[*i].take(body);
+            } else {
+                assert_eq!(
+                    (*status, code(body)),
+                    (StatusCode::BAD_REQUEST, "AN-OIDC-1001"),
+                    "round {round}: {body}"
+                );
+            }
+        }
+        // Both devices log in with the authKey each holds now: the loser's was not spent.
+        for device in &mut devices {
+            let (status, body) = op.app.login(device).await;
+            assert_eq!(
+                status,
+                StatusCode::OK,
+                "round {round}, {}: {body}",
+                device.username
+            );
+            device.take(&body);
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_back_end_cannot_finish_another_application_s_sign_in_request() {
+    let op = Provider::spawn().await;
+    let (other, other_key) = op.app.engine().create_app("other").await.unwrap();
+    let txid = op.begin(&op.authz()).await;
+
+    // A user of the other application, logging in through its own back end with our txid.
+    let token = {
+        let body = json!({"applicationUuid": other.uuid, "username": "Stranger",
+                          "email": "stranger@example.test"});
+        let headers = [("x-api-key", other_key.as_str())];
+        let (status, resp) = op
+            .app
+            .call(Method::POST, "/self-service/user", Some(&body), &headers)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{resp}");
+        resp["activationToken"].as_str().unwrap().to_owned()
+    };
+    let mut stranger = Device::new("Stranger");
+    let body = json!({"applicationUuid": other.uuid, "username": "Stranger",
+                      "activationToken": token, "hashedPin": stranger.hashed_pin(),
+                      "deviceName": "d"});
+    let headers = [("x-api-key", other_key.as_str())];
+    let path = "/authentication/activate/user";
+    let (status, resp) = op.app.call(Method::POST, path, Some(&body), &headers).await;
+    assert_eq!(status, StatusCode::OK, "{resp}");
+    stranger.take(&resp);
+    let body = json!({"applicationUuid": other.uuid, "username": "Stranger",
+                      "deviceUuid": stranger.device_uuid, "authKey": stranger.auth_key,
+                      "hashedPin": stranger.hashed_pin()});
+    let path = format!(
+        "/authentication/login?{}",
+        encode(&[("htOidTxid", txid.clone())])
+    );
+    let (status, resp) = op
+        .app
+        .call(Method::POST, &path, Some(&body), &headers)
+        .await;
+    assert_eq!(
+        (status, code(&resp)),
+        (StatusCode::BAD_REQUEST, "AN-OIDC-1001"),
+        "{resp}"
+    );
+
+    // Our own user still can.
+    let mut device = op.app.new_device("Local").await;
+    let (status, resp) = op.login_oidc(&mut device, &txid, None).await;
+    assert_eq!(status, StatusCode::OK, "{resp}");
+}
+
+#[tokio::test]
+async fn a_wrong_pin_on_the_page_leaves_the_request_open_for_the_right_one() {
+    let op = Provider::spawn().await;
+    let mut device = op.app.new_device("Fumble").await;
+    let txid = op.begin(&op.authz()).await;
+    let mut wrong = login_body(&device);
+    wrong["hashedPin"] = crate::helpers::hashed_pin(&device.salt, "9999").into();
+    let (status, body) = page(&op, "login", Some(&txid), Some(&wrong)).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::BAD_REQUEST, "AN-AUTH-1006"),
+        "{body}"
+    );
+    assert_no_jwt(&body);
+
+    let (status, body) = page(&op, "login", Some(&txid), Some(&login_body(&device))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body["redirectTo"].is_string(), "{body}");
+    device.take(&body);
+}
+
+#[tokio::test]
+async fn page_sign_up_is_403_when_open_sign_up_is_off() {
+    // Something delivers (a relay that is not there: the message just waits), but open
+    // sign-up is off, as it is for applications other than the default one.
+    let port = free_port();
+    let op = Provider::spawn_with(|c: &mut Config| c.app_defaults.delivery = smtp(port)).await;
+    let txid = op.begin(&op.authz()).await;
+    let (_, context) = page(&op, "context", Some(&txid), None).await;
+    assert_eq!(context["openSignup"], false, "{context}");
+    let new = json!({"username": "Newcomer", "email": "newcomer@example.test"});
+    let (status, body) = page(&op, "sign-up", Some(&txid), Some(&new)).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::FORBIDDEN, "AN-OIDC-1003"),
+        "{body}"
+    );
+    assert_no_user(&op, "Newcomer").await;
+}
+
+#[tokio::test]
+async fn page_sign_up_and_other_mailed_steps_are_403_when_nothing_delivers() {
+    // README: without a delivery channel these answer 403 AN-OIDC-1005 (the page can only
+    // offer flows whose token reaches the user some other way).
+    let op = Provider::spawn_with(|c: &mut Config| c.app_defaults.open_signup = Some(true)).await;
+    let device = op.app.new_device("Mailless").await;
+    let txid = op.begin(&op.authz()).await;
+    let (_, context) = page(&op, "context", Some(&txid), None).await;
+    assert_eq!(context["openSignup"], true, "{context}");
+    let calls = [
+        (
+            "sign-up",
+            json!({"username": "Newcomer", "email": "newcomer@example.test"}),
+        ),
+        (
+            "add-device",
+            json!({"username": device.username, "deviceName": "second"}),
+        ),
+        (
+            "forgot-pin",
+            json!({"username": device.username, "deviceUuid": device.device_uuid}),
+        ),
+    ];
+    for (name, body) in calls {
+        let (status, answer) = page(&op, name, Some(&txid), Some(&body)).await;
+        assert_eq!(
+            (status, code(&answer)),
+            (StatusCode::FORBIDDEN, "AN-OIDC-1005"),
+            "{name}: {answer}"
+        );
+        assert!(answer.get("activationToken").is_none() && answer.get("resetPinToken").is_none());
+    }
+    assert_no_user(&op, "Newcomer").await;
+}
+
+#[tokio::test]
+async fn page_sign_up_then_activation_with_the_mailed_token_ends_in_a_code() {
+    let mail = tempfile::tempdir().unwrap();
+    let sink = SmtpSink::start(mail.path()).await;
+    let port = sink.port;
+    let op = Provider::spawn_with(|c: &mut Config| {
+        c.app_defaults.open_signup = Some(true);
+        c.app_defaults.delivery = smtp(port);
+    })
+    .await;
+    let a = op.authz();
+    let txid = op.begin(&a).await;
+
+    let new = json!({"username": "Mailed", "email": "mailed@example.test"});
+    let (status, body) = page(&op, "sign-up", Some(&txid), Some(&new)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body["userUuid"].is_string(), "{body}");
+    assert!(
+        body.get("activationToken").is_none(),
+        "the token goes by mail only: {body}"
+    );
+
+    let token = mailed_token(&sink, "mailed@example.test").await;
+    let mut device = Device::new("Mailed");
+    let activate = json!({"username": "Mailed", "activationToken": token,
+                          "hashedPin": device.hashed_pin(), "deviceName": "browser"});
+    let (status, body) = page(&op, "activate-user", Some(&txid), Some(&activate)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_no_jwt(&body);
+    assert_eq!(body["accessToken"]["type"], "OAUTH_CODE", "{body}");
+    device.take(&body);
+    let redirect_to = body["redirectTo"].as_str().unwrap();
+    assert_eq!(query_param(redirect_to, "state"), a.state);
+
+    let code = query_param(redirect_to, "code").unwrap();
+    let (status, tokens) = op.exchange(&code, &a, &op.basic()).await;
+    assert_eq!(status, StatusCode::OK, "{tokens}");
+    let claims = claims_of(tokens["id_token"].as_str().unwrap());
+    assert_eq!(claims["sub"], body["userUuid"], "{claims}");
+    let amr = claims["amr"].as_array().unwrap();
+    assert!(
+        amr.iter().any(|m| m == "otp"),
+        "an activation proves a delivered token: {claims}"
+    );
+
+    // The activated device logs in through a second sign-in request with its PIN alone.
+    let txid = op.begin(&op.authz()).await;
+    let (status, body) = page(&op, "login", Some(&txid), Some(&login_body(&device))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body["redirectTo"].is_string(), "{body}");
+}
+
+/// Asserts that no user `username` was made: the back end can still sign that name up.
+async fn assert_no_user(op: &Provider, username: &str) {
+    let body = json!({"applicationUuid": op.app.app, "username": username,
+                      "email": "someone@example.test"});
+    let (status, resp) = op.app.backend("/self-service/user", &body).await;
+    assert_eq!(status, StatusCode::OK, "{username} was taken: {resp}");
+}
+
+/// The six-digit token of the newest mail to `to`.
+async fn mailed_token(sink: &SmtpSink, to: &str) -> String {
+    let envelope = format!("X-Envelope-To: {to}");
+    let found = std::cell::RefCell::new(None);
+    eventually_within("the activation mail", Duration::from_secs(20), || {
+        let mail = sink
+            .messages()
+            .into_iter()
+            .rev()
+            .find(|m| m.starts_with(&envelope));
+        let arrived = mail.is_some();
+        *found.borrow_mut() = mail;
+        async move { arrived }
+    })
+    .await;
+    let mail = found.into_inner().unwrap();
+    let body = mail
+        .split_once("\r\n\r\n")
+        .map_or(mail.as_str(), |(_, b)| b);
+    body.split(|c: char| !c.is_ascii_digit())
+        .find(|run| run.len() == 6)
+        .unwrap_or_else(|| panic!("no token in {body}"))
+        .to_owned()
+}
