@@ -285,6 +285,36 @@ async fn one_application_s_tokens_are_nothing_at_another_application_s_issuer() 
     assert_eq!(status, StatusCode::OK, "{info}");
 }
 
+#[tokio::test]
+async fn a_public_client_cannot_introspect_another_client_s_tokens() {
+    // RFC 7662 2.1 and 4: the introspection endpoint MUST require authorization, to stop token
+    // scanning. A public client proves nothing (its id is in every browser's address bar), so
+    // it must not learn what another client's token is and whom it names.
+    let op = Provider::spawn().await;
+    let mut device = op.app.new_device("Scanned").await;
+    let tokens = op.tokens(&mut device, &op.authz()).await;
+    let (public, _) = op
+        .app
+        .engine()
+        .create_client(op.app.app, vec![CB.into()], true)
+        .await
+        .unwrap();
+    for kind in ["access_token", "refresh_token"] {
+        let token = tokens[kind].as_str().unwrap();
+        let (status, body) = op
+            .post_form(
+                "introspect",
+                &[("token", token)],
+                &Auth::Public(public.clone()),
+            )
+            .await;
+        assert!(
+            body["active"] != true && body.get("sub").is_none(),
+            "a public client introspected the confidential client's {kind}: {status} {body}"
+        );
+    }
+}
+
 // == The issuer
 
 #[tokio::test]
