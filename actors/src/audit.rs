@@ -66,6 +66,10 @@ pub enum AuditKind {
     OtpFailed,
     /// A back-office (IAM) call, with its requestor.
     IamCall,
+    /// An OpenID Connect authorization code was exchanged for tokens.
+    OidcCodeExchanged,
+    /// An OpenID Connect grant was revoked (`reason`: code_replay, refresh_reuse, revocation).
+    OidcGrantRevoked,
 }
 
 impl AuditKind {
@@ -90,6 +94,8 @@ impl AuditKind {
             AuditKind::OtpUsed => "otp_used",
             AuditKind::OtpFailed => "otp_failed",
             AuditKind::IamCall => "iam_call",
+            AuditKind::OidcCodeExchanged => "oidc_code_exchanged",
+            AuditKind::OidcGrantRevoked => "oidc_grant_revoked",
         }
     }
 }

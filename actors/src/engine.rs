@@ -170,6 +170,7 @@ pub(crate) struct Inner {
     pub(crate) notifier: Notifier,
     pub(crate) grants: Directory<crate::oidc::GrantActor>,
     pub(crate) clients: crate::oidc::Clients,
+    grant_sweeper: tokio::task::JoinHandle<()>,
     signup: Vec<tokio::sync::Mutex<()>>,
 }
 
@@ -223,6 +224,7 @@ impl Engine {
             .build()
             .map_err(Error::internal)?;
         let iam_cache = crate::iam::IntrospectionCache::default();
+        let grant_sweeper = tokio::spawn(sweep_grants_hourly(ctx.clone()));
         let inner = Inner {
             ctx,
             users,
@@ -232,6 +234,7 @@ impl Engine {
             notifier,
             grants,
             clients,
+            grant_sweeper,
             signup,
         };
         Ok(Self {
@@ -249,6 +252,7 @@ impl Engine {
         self.inner.users.shutdown().await;
         self.inner.sessions.shutdown().await;
         self.inner.grants.shutdown().await;
+        self.inner.grant_sweeper.abort();
         self.inner.notifier.shutdown().await;
         let store = self.inner.ctx.store.clone();
         tokio::task::spawn_blocking(move || store.close())
@@ -1174,13 +1178,39 @@ async fn sweep_expired_sessions(store: &Arc<dyn Store>, now: u64) -> Result<()> 
     Ok(())
 }
 
-async fn sweep_expired_grants(store: &Arc<dyn Store>, now: u64) -> Result<()> {
-    let mut batch = Batch::new();
-    for (key, value) in store.scan_prefix(Space::Grants, &[])? {
-        match latchkey_storage::records::GrantRecord::decode(&value) {
-            Ok(record) if record.deadline().saturating_add(TOMBSTONE_SECS) > now => {}
-            _ => batch.delete(Space::Grants, key),
+async fn sweep_grants_hourly(ctx: Arc<Context>) {
+    let mut ticks = tokio::time::interval(Duration::from_secs(3600));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await; // the first tick is now, and the start already swept
+    loop {
+        ticks.tick().await;
+        if let Err(err) = sweep_expired_grants(&ctx.store, ctx.clock.now()).await {
+            tracing::warn!(error = %err, "sweeping expired grants failed; will retry");
         }
+    }
+}
+
+/// Deletes OpenID Connect grants nothing can use any more.
+// Limitation: a full scan of the grants keyspace, at start and then hourly; fine for
+// millions of grants, but a deadline-ordered index would make it proportional to the work.
+pub(crate) async fn sweep_expired_grants(store: &Arc<dyn Store>, now: u64) -> Result<()> {
+    let scan = store.clone();
+    let stale = tokio::task::spawn_blocking(move || -> Result<Vec<Vec<u8>>> {
+        Ok(scan
+            .scan_prefix(Space::Grants, &[])?
+            .into_iter()
+            .filter(|(_, value)| {
+                latchkey_storage::records::GrantRecord::decode(value)
+                    .map_or(true, |record| record.forgettable_after() <= now)
+            })
+            .map(|(key, _)| key)
+            .collect())
+    })
+    .await
+    .map_err(Error::internal)??;
+    let mut batch = Batch::new();
+    for key in stale {
+        batch.delete(Space::Grants, key);
     }
     if !batch.is_empty() {
         store.commit(batch).await?;

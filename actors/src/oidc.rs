@@ -34,7 +34,7 @@ use self::{
     tokens::{ClientAccessClaims, IdTokenFacts},
 };
 use crate::{
-    Application, Engine, Error, Result, Tokens,
+    Application, AuditEvent, AuditKind, Engine, Error, Result, Tokens,
     crypto::{Purpose, random_secret},
     keyring::kid_of,
     user::UserMsg,
@@ -577,6 +577,7 @@ impl Engine {
             )
         {
             self.revoke_family(family_id).await?;
+            self.audit_revoked(&client, "revocation");
         }
         Ok(())
     }
@@ -671,6 +672,14 @@ impl Engine {
         &self.inner.clients
     }
 
+    fn audit_revoked(&self, client: &ClientRecord, reason: &'static str) {
+        self.audit().record(
+            AuditEvent::success(client.app, AuditKind::OidcGrantRevoked)
+                .field("client_id", client.client_id.clone())
+                .field("reason", reason),
+        );
+    }
+
     fn authenticate_client(
         &self,
         issuer_app: Option<Uuid>,
@@ -731,6 +740,7 @@ impl Engine {
                 if let Some(family) = family {
                     self.revoke_family(&family).await?;
                 }
+                self.audit_revoked(client, "code_replay");
                 tracing::warn!(client_id = %client.client_id, "authorization code replayed; its tokens are revoked");
                 return Err(OAuthError::invalid_grant(
                     "the authorization code was already used",
@@ -743,6 +753,11 @@ impl Engine {
             return Err(OAuthError::invalid_grant("the user is locked or gone"));
         }
 
+        self.audit().record(
+            AuditEvent::success(client.app, AuditKind::OidcCodeExchanged)
+                .user(exchanged.family.user)
+                .field("client_id", client.client_id.clone()),
+        );
         let nonce = exchanged.code.request.nonce.as_deref();
         self.respond(&app, &exchanged.family, &family_id, &refresh_secret, nonce)
     }
@@ -779,6 +794,7 @@ impl Engine {
         let family = match outcome {
             Ok(family) => family,
             Err(GrantFailure::Replayed { .. }) => {
+                self.audit_revoked(client, "refresh_reuse");
                 tracing::warn!(client_id = %client.client_id, family_id, "refresh token reused; the family is revoked");
                 return Err(OAuthError::invalid_grant(
                     "the refresh token was already used; its grant is revoked",

@@ -56,6 +56,16 @@ impl GrantRecord {
             GrantRecord::Family(f) => f.deadline,
         }
     }
+
+    /// Epoch seconds after which the record may be deleted: a dead request or family is
+    /// refused the same whether or not its record exists, but a used code stays a day past
+    /// its deadline, so that a late replay still revokes the tokens of its first use.
+    pub fn forgettable_after(&self) -> u64 {
+        match self {
+            GrantRecord::Code(c) => c.deadline.saturating_add(24 * 3600),
+            other => other.deadline(),
+        }
+    }
 }
 
 /// What the authorize endpoint was asked, kept until a login finishes it.
