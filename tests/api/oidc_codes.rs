@@ -468,3 +468,116 @@ async fn revoking_an_access_token_ends_it_alone_and_a_refresh_token_its_whole_fa
     op.revoke(fresh["refresh_token"].as_str().unwrap()).await;
     assert_revoked(&op, &fresh, "after the refresh token's revocation").await;
 }
+
+#[tokio::test]
+async fn a_used_code_is_remembered_across_a_restart_so_a_replay_still_revokes() {
+    let mut op = Provider::spawn().await;
+    let mut device = op.app.new_device("Restarted").await;
+    let a = op.authz();
+    let code = op.code(&mut device, &a).await;
+    let first = op.exchange(&code, &a, &op.basic()).await;
+    assert_eq!(first.0, StatusCode::OK, "{}", first.1);
+
+    // A restart ten minutes later (the code's minute is long over; the access token's quarter
+    // of an hour is not) sweeps dead grants; a used code is kept a day for this.
+    op.app.clock.advance(600);
+    op.app.restart().await;
+    assert_live(&op, &first.1).await;
+    let second = op.exchange(&code, &a, &op.basic()).await;
+    assert_oauth_error(
+        &second,
+        StatusCode::BAD_REQUEST,
+        "invalid_grant",
+        "a late replay",
+    );
+    assert_revoked(&op, &first.1, "after a replay across a restart").await;
+}
+
+#[tokio::test]
+async fn exchanges_and_revocations_are_audited_without_codes_or_tokens() {
+    let mut op = Provider::spawn().await;
+    let mut device = op.app.new_device("Audited").await;
+    let mut secrets = vec![op.secret.clone()];
+
+    // A code exchanged, then replayed.
+    let a = op.authz();
+    let code = op.code(&mut device, &a).await;
+    let (status, first) = op.exchange(&code, &a, &op.basic()).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    let answer = op.exchange(&code, &a, &op.basic()).await;
+    assert_oauth_error(&answer, StatusCode::BAD_REQUEST, "invalid_grant", "replay");
+    // A refresh token reused.
+    let second = op.tokens(&mut device, &op.authz()).await;
+    let old = second["refresh_token"].as_str().unwrap();
+    let (status, rotated) = op.refresh(old, &op.basic()).await;
+    assert_eq!(status, StatusCode::OK, "{rotated}");
+    let answer = op.refresh(old, &op.basic()).await;
+    assert_oauth_error(&answer, StatusCode::BAD_REQUEST, "invalid_grant", "reuse");
+    // A refresh token revoked.
+    let third = op.tokens(&mut device, &op.authz()).await;
+    op.revoke(third["refresh_token"].as_str().unwrap()).await;
+    secrets.push(code);
+    for set in [&first, &second, &rotated, &third] {
+        for kind in ["access_token", "refresh_token", "id_token"] {
+            secrets.push(set[kind].as_str().unwrap().to_owned());
+        }
+    }
+
+    op.app.stop_server().await;
+    let data = op.app.data_dir();
+    let app = op.app.app.to_string();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_latchkey"))
+        .args(["audit", "tail", "--app", &app, "--json", "--data-dir"])
+        .arg(&data)
+        .env_remove("LATCHKEY_CONFIG")
+        .env_remove("LATCHKEY_DATA_DIR")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let oidc: Vec<Value> = stdout
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).unwrap())
+        .filter(|e| e["event"].as_str().is_some_and(|k| k.starts_with("oidc_")))
+        .collect();
+    let summary: Vec<String> = oidc
+        .iter()
+        .map(|e| {
+            let reason = e["fields"]["reason"].as_str().map(|r| format!(" {r}"));
+            format!(
+                "{}{}",
+                e["event"].as_str().unwrap(),
+                reason.unwrap_or_default()
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            "oidc_code_exchanged",
+            "oidc_grant_revoked code_replay",
+            "oidc_code_exchanged",
+            "oidc_grant_revoked refresh_reuse",
+            "oidc_code_exchanged",
+            "oidc_grant_revoked revocation",
+        ],
+        "{stdout}"
+    );
+    for e in &oidc {
+        assert_eq!(e["fields"]["client_id"], op.client_id.as_str(), "{e}");
+        assert_eq!(e["app"], app.as_str(), "{e}");
+    }
+    for exchange in oidc.iter().filter(|e| e["event"] == "oidc_code_exchanged") {
+        assert_eq!(exchange["user"], device.user_uuid.as_str(), "{exchange}");
+    }
+    for secret in &secrets {
+        assert!(
+            !stdout.contains(secret.as_str()),
+            "a secret in the audit log: {secret}"
+        );
+    }
+}
