@@ -213,3 +213,59 @@ async fn the_openidconnect_crate_completes_a_code_flow_with_this_provider() {
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn provider_tokens_and_the_back_end_s_jwts_are_not_interchangeable() {
+    // Both are JWTs signed by keys of the same application: each must be refused where the
+    // other belongs, or a relying party's token would open the user and device routes.
+    let op = Provider::spawn().await;
+    let mut device = op.app.new_device("Kinds").await;
+    let jwt = device.token.clone();
+    assert!(
+        jwt.starts_with("eyJ"),
+        "the activation answered a JWT: {jwt}"
+    );
+    let tokens = op.tokens(&mut device, &op.authz()).await;
+    let user_path = format!("/user/{}", device.user_uuid);
+    for kind in ["access_token", "id_token"] {
+        let token = tokens[kind].as_str().unwrap();
+        let (status, body) = op
+            .app
+            .bearer(reqwest::Method::GET, "/jwt/validate", token, None)
+            .await;
+        assert_eq!(
+            status,
+            StatusCode::UNAUTHORIZED,
+            "{kind} at /jwt/validate: {body}"
+        );
+        let (status, body) = op
+            .app
+            .bearer(reqwest::Method::GET, &user_path, token, None)
+            .await;
+        assert_eq!(
+            status,
+            StatusCode::UNAUTHORIZED,
+            "{kind} at {user_path}: {body}"
+        );
+    }
+    for (what, token) in [
+        ("the back end's JWT", jwt.as_str()),
+        ("an ID token", tokens["id_token"].as_str().unwrap()),
+    ] {
+        let (status, body) = op.userinfo(token).await;
+        assert_eq!(
+            status,
+            StatusCode::UNAUTHORIZED,
+            "{what} at userinfo: {body}"
+        );
+        assert!(!op.active(token).await, "{what} introspects active");
+    }
+    // The right tokens in the right places work.
+    let (status, body) = op
+        .app
+        .bearer(reqwest::Method::GET, &user_path, &jwt, None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = op.userinfo(tokens["access_token"].as_str().unwrap()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
