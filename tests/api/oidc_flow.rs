@@ -83,6 +83,16 @@ async fn the_openidconnect_crate_completes_a_code_flow_with_this_provider() {
     assert_eq!(status, StatusCode::OK, "{resp}");
     assert_eq!(resp["accessToken"]["type"], "OAUTH_CODE", "{resp}");
     let code = resp["accessToken"]["token"].as_str().unwrap().to_owned();
+    let state = query_param(&login_page, "state").unwrap();
+    let back = crate::oidc::encode(&[("code", code.clone()), ("state", state)]);
+    let callback = format!("{CB}?{back}");
+
+    // The relying party takes the code from its callback, after checking the state.
+    assert_eq!(
+        query_param(&callback, "state").as_ref(),
+        Some(csrf.secret())
+    );
+    let code = query_param(&callback, "code").unwrap();
     assert!(!code.starts_with("eyJ"), "a code, not a JWT: {code}");
 
     // The code exchange, with the verifier, and the ID token checked with the nonce.
