@@ -126,8 +126,14 @@ pub(crate) fn router(state: AppState, limits: Limits) -> Router {
         )
         .route("/openid/{app}/jwks", get(oidc::jwks_of))
         .route("/openid/jwks", get(oidc::jwks))
-        .route("/openid/{app}/auth", get(oidc::authorize_at))
-        .route("/openid/auth", get(oidc::authorize))
+        .route(
+            "/openid/{app}/auth",
+            get(oidc::authorize_at).post(oidc::authorize_form_at),
+        )
+        .route(
+            "/openid/auth",
+            get(oidc::authorize).post(oidc::authorize_form),
+        )
         .route("/openid/{app}/token", post(oidc::token_at))
         .route("/openid/token", post(oidc::token))
         .route(

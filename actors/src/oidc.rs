@@ -161,11 +161,30 @@ pub struct TokenResponse {
     pub scope: String,
 }
 
-/// An OIDC-mode login in progress: it holds its authorize request until it finishes.
+/// An OIDC-mode login in progress: it holds its authorize request until it finishes, and
+/// lets go of it if dropped unfinished (a client that hung up mid-login).
 #[derive(Debug)]
 pub struct OidcLogin {
     txid: String,
     request: AuthRequestRecord,
+    grants: crate::directory::Directory<GrantActor>,
+    held: bool,
+}
+
+impl OidcLogin {
+    fn release(&mut self) {
+        if std::mem::take(&mut self.held)
+            && let Some(actor) = self.grants.child_ref(&ids::request(&self.txid))
+        {
+            let _ = actor.cast(GrantMsg::Release);
+        }
+    }
+}
+
+impl Drop for OidcLogin {
+    fn drop(&mut self) {
+        self.release();
+    }
 }
 
 /// A login finished in OIDC mode.
@@ -359,6 +378,8 @@ impl Engine {
         Ok(OidcLogin {
             txid: txid.to_owned(),
             request,
+            grants: self.inner.grants.clone(),
+            held: true,
         })
     }
 
@@ -370,7 +391,7 @@ impl Engine {
     /// The login's own error, or storage errors.
     pub async fn oidc_finish(
         &self,
-        login: OidcLogin,
+        mut login: OidcLogin,
         outcome: Result<Tokens>,
         proof: Proof,
     ) -> Result<CodeIssued> {
@@ -378,9 +399,7 @@ impl Engine {
         let mut tokens = match outcome {
             Ok(tokens) => tokens,
             Err(err) => {
-                if let Some(actor) = self.inner.grants.child_ref(&key) {
-                    let _ = actor.cast(GrantMsg::Release);
-                }
+                login.release();
                 return Err(err);
             }
         };
@@ -410,6 +429,7 @@ impl Engine {
                 reply,
             })
             .await??;
+        login.held = false; // finishing ended the hold
 
         let code = format!("{code_id}.{secret}");
         let redirect_to = redirect::with_params(
@@ -489,6 +509,15 @@ impl Engine {
         token: &str,
     ) -> std::result::Result<Value, OAuthError> {
         let client = self.authenticate_client(issuer_app, auth)?;
+        if client.public {
+            // Anyone can name a public client (its id is in every browser URL), so it
+            // cannot be trusted with what a token says about its user.
+            return Err(OAuthError::new(
+                401,
+                "invalid_client",
+                "public clients cannot introspect tokens",
+            ));
+        }
         let inactive = json!({"active": false});
 
         if let Some((app, claims, family)) = self.check_access_token(token).await?
@@ -747,6 +776,7 @@ impl Engine {
                 ));
             }
             Err(GrantFailure::Invalid(why)) => return Err(OAuthError::invalid_grant(why)),
+            Err(GrantFailure::Scope) => return Err(OAuthError::invalid_grant("scope")),
         };
         if self.live_user(exchanged.family.user).await?.is_none() {
             self.revoke_family(&exchanged.family_id).await?;
@@ -783,6 +813,7 @@ impl Engine {
             .call(&ids::family(family_id), |reply| GrantMsg::Refresh {
                 secret: secret.clone(),
                 client_id: client_id.clone(),
+                scope: params.scope.clone(),
                 new_secret: new_secret.clone(),
                 now,
                 reply,
@@ -801,16 +832,14 @@ impl Engine {
                 ));
             }
             Err(GrantFailure::Invalid(why)) => return Err(OAuthError::invalid_grant(why)),
+            Err(GrantFailure::Scope) => {
+                return Err(OAuthError::new(
+                    400,
+                    "invalid_scope",
+                    "a refresh may not ask for scopes the grant does not hold",
+                ));
+            }
         };
-        if let Some(scope) = &params.scope
-            && scope != &family.scope
-        {
-            return Err(OAuthError::new(
-                400,
-                "invalid_scope",
-                "a refresh keeps the granted scope",
-            ));
-        }
         if self.live_user(family.user).await?.is_none() {
             self.revoke_family(family_id).await?;
             return Err(OAuthError::invalid_grant("the user is locked or gone"));
@@ -818,6 +847,15 @@ impl Engine {
         let app = self
             .app(family.app)
             .map_err(|e| OAuthError::from_engine(&e))?;
+        let mut family = family;
+        if let Some(narrower) = params.scope {
+            // RFC 6749 6: the new access token may carry fewer scopes; the grant keeps all.
+            family.scope = narrower
+                .split(' ')
+                .filter(|s| !s.is_empty())
+                .collect::<Vec<_>>()
+                .join(" ");
+        }
         self.respond(&app, &family, family_id, &new_secret, None)
     }
 
@@ -1035,4 +1073,13 @@ fn unverified_audience(token: &str) -> Option<String> {
     let bytes = URL_SAFE_NO_PAD.decode(payload).ok()?;
     let value: Value = serde_json::from_slice(&bytes).ok()?;
     value.get("aud")?.as_str().map(str::to_owned)
+}
+
+/// Whether every scope in `asked` is among the space-separated `granted` ones.
+fn scope_within(asked: &str, granted: &str) -> bool {
+    let granted: Vec<&str> = granted.split(' ').collect();
+    asked
+        .split(' ')
+        .filter(|s| !s.is_empty())
+        .all(|s| granted.contains(&s))
 }

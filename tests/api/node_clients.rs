@@ -19,7 +19,9 @@ async fn run_node(script: &str, extra_env: &[(&str, String)]) {
     );
     assert!(
         root.join("tests/oidc/node_modules/openid-client").is_dir()
-            && root.join("tests/oidc/node_modules/playwright-core").is_dir(),
+            && root
+                .join("tests/oidc/node_modules/playwright-core")
+                .is_dir(),
         "the Node test packages are missing: run `npm ci --prefix tests/oidc` (bash .ci/run does)"
     );
 

@@ -350,35 +350,48 @@ async fn a_refresh_rotates_and_a_reused_refresh_token_revokes_the_family() {
 
 #[tokio::test]
 async fn a_refresh_refused_for_its_scope_does_not_use_the_refresh_token_up() {
-    // The server does not narrow scopes on refresh: another scope is invalid_scope. A refused
-    // request must change nothing, or the client's retry with the same token looks like a
-    // reuse and loses the whole grant.
+    // A refresh may narrow the scope (RFC 6749 6) but not widen it. A refused request must
+    // change nothing, or the client's retry with the same token looks like a reuse and loses
+    // the whole grant.
     let op = Provider::spawn().await;
     let mut device = op.app.new_device("Scoped").await;
     let tokens = op.tokens(&mut device, &op.authz()).await;
     let refresh = tokens["refresh_token"].as_str().unwrap();
     assert_eq!(tokens["scope"], "openid profile email", "{tokens}");
 
-    let fields = [
+    let wider = [
         ("grant_type", "refresh_token"),
         ("refresh_token", refresh),
-        ("scope", "openid"),
+        ("scope", "openid profile email offline_access"),
     ];
-    let answer = op.post_form("token", &fields, &op.basic()).await;
+    let answer = op.post_form("token", &wider, &op.basic()).await;
     assert_oauth_error(
         &answer,
         StatusCode::BAD_REQUEST,
         "invalid_scope",
-        "a narrower scope",
+        "a wider scope",
     );
 
-    let (status, body) = op.refresh(refresh, &op.basic()).await;
+    let narrower = [
+        ("grant_type", "refresh_token"),
+        ("refresh_token", refresh),
+        ("scope", "openid"),
+    ];
+    let (status, body) = op.post_form("token", &narrower, &op.basic()).await;
     assert_eq!(
         status,
         StatusCode::OK,
-        "the same refresh token after a refused refresh: {body}"
+        "the same refresh token after a refused refresh, narrowed: {body}"
     );
+    assert_eq!(body["scope"], "openid", "{body}");
     assert_live(&op, &body).await;
+
+    // The grant keeps its scopes: the next refresh without `scope` has them all again.
+    let (status, again) = op
+        .refresh(body["refresh_token"].as_str().unwrap(), &op.basic())
+        .await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(again["scope"], "openid profile email", "{again}");
 }
 
 #[tokio::test]

@@ -151,6 +151,8 @@ impl Clients {
             );
             return Err(ClientAuthError::Failed);
         };
+        // Some libraries send HTTP Basic with an empty password for a public client.
+        let secret = secret.filter(|s| !(client.public && s.is_empty()));
         let good = match (client.public, secret) {
             (true, None) => true,
             (true, Some(_)) | (false, None) => false,

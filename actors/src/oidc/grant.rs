@@ -45,6 +45,8 @@ pub(crate) enum GrantFailure {
     Invalid(&'static str),
     /// A used code or an old refresh token came back: the family it started is revoked.
     Replayed { family: Option<String> },
+    /// A refresh asked for a scope the grant does not hold (nothing was rotated).
+    Scope,
 }
 
 /// A code exchanged: the new family and its first refresh secret.
@@ -53,6 +55,15 @@ pub(crate) struct Exchanged {
     pub(crate) code: CodeRecord,
     pub(crate) family_id: String,
     pub(crate) family: FamilyRecord,
+}
+
+/// A refresh request, as the family actor checks it.
+struct RefreshAsk<'a> {
+    secret: &'a str,
+    client_id: &'a str,
+    scope: Option<&'a str>,
+    new_secret: &'a str,
+    now: u64,
 }
 
 /// What a code exchange must match.
@@ -95,6 +106,7 @@ pub(crate) enum GrantMsg {
     Refresh {
         secret: String,
         client_id: String,
+        scope: Option<String>,
         new_secret: String,
         now: u64,
         reply: RpcReplyPort<Result<std::result::Result<FamilyRecord, GrantFailure>>>,
@@ -200,11 +212,19 @@ impl Actor for GrantActor {
             GrantMsg::Refresh {
                 secret,
                 client_id,
+                scope,
                 new_secret,
                 now,
                 reply,
             } => {
-                let result = state.refresh(&secret, &client_id, &new_secret, now).await;
+                let asked = RefreshAsk {
+                    secret: &secret,
+                    client_id: &client_id,
+                    scope: scope.as_deref(),
+                    new_secret: &new_secret,
+                    now,
+                };
+                let result = state.refresh(asked).await;
                 let _ = reply.send(result);
             }
             GrantMsg::Check { jti, now, reply } => {
@@ -356,11 +376,15 @@ impl GrantState {
 
     async fn refresh(
         &mut self,
-        secret: &str,
-        client_id: &str,
-        new_secret: &str,
-        now: u64,
+        ask: RefreshAsk<'_>,
     ) -> Result<std::result::Result<FamilyRecord, GrantFailure>> {
+        let RefreshAsk {
+            secret,
+            client_id,
+            scope,
+            new_secret,
+            now,
+        } = ask;
         let Some(GrantRecord::Family(family)) = &self.record else {
             return Ok(Err(GrantFailure::Invalid("unknown refresh token")));
         };
@@ -391,6 +415,10 @@ impl GrantState {
             return Ok(Err(GrantFailure::Invalid(
                 "the refresh token is revoked or expired",
             )));
+        }
+        // Checked before the rotation, so that a refused request does not spend the token.
+        if scope.is_some_and(|asked| !super::scope_within(asked, &family.scope)) {
+            return Ok(Err(GrantFailure::Scope));
         }
 
         let mut next = family.clone();

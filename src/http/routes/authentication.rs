@@ -117,11 +117,15 @@ pub(crate) async fn login(
 ) -> Result<Response, ApiError> {
     let app = backend_app(&state, &headers, req.application_uuid.as_deref())?;
     let done = login_with(&state, &app, &mode, req).await?;
-    Ok(success(json!({
+    let mut body = json!({
         "accessToken": done.access_token(),
         "authKey": done.tokens.auth_key,
         "authKeyUuid": done.tokens.auth_key_uuid,
-    })))
+    });
+    if let (Some(to), Some(fields)) = (&done.redirect_to, body.as_object_mut()) {
+        fields.insert("redirectTo".into(), json!(to));
+    }
+    Ok(success(body))
 }
 
 /// A device login, in either mode.
@@ -269,8 +273,14 @@ impl Finished {
             "authKeyUuid": tokens.auth_key_uuid,
             "deviceUuid": tokens.device_uuid,
         });
-        if let (true, Some(fields)) = (with_user, body.as_object_mut()) {
-            fields.insert("userUuid".into(), json!(tokens.user_uuid));
+        if let Some(fields) = body.as_object_mut() {
+            if with_user {
+                fields.insert("userUuid".into(), json!(tokens.user_uuid));
+            }
+            // OIDC mode: where the page sends the browser (`redirect_uri?code&state&iss`).
+            if let Some(to) = &self.redirect_to {
+                fields.insert("redirectTo".into(), json!(to));
+            }
         }
         body
     }

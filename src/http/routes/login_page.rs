@@ -208,9 +208,5 @@ fn delivers(app: &Application) -> Result<(), ApiError> {
 }
 
 fn answer(finished: &Finished, with_user: bool) -> Response {
-    let mut body = finished.body(with_user);
-    if let Some(fields) = body.as_object_mut() {
-        fields.insert("redirectTo".into(), json!(finished.redirect_to));
-    }
-    success(body)
+    success(finished.body(with_user))
 }

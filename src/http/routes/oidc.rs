@@ -71,7 +71,9 @@ fn public_json(value: Value) -> Response {
     let mut response = axum::Json(value).into_response();
     response.headers_mut().insert(
         header::CACHE_CONTROL,
-        HeaderValue::from_static("public, max-age=300"),
+        // Short, because a key rotation makes a new key current at once and not every
+        // relying party refetches the JWKS when it meets an unknown kid.
+        HeaderValue::from_static("public, max-age=60"),
     );
     response
 }
@@ -110,11 +112,48 @@ pub(crate) async fn authorize(State(state): State<AppState>, parts: Parts) -> Re
     authorize_with(&state, None, &parts).await
 }
 
+/// Authorize by POST (OIDC Core 3.1.2.1): the same parameters, form-encoded in the body.
+pub(crate) async fn authorize_form_at(
+    State(state): State<AppState>,
+    Path(app): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match Uuid::parse_str(&app) {
+        Ok(app) => authorize_form_with(&state, Some(app), &headers, &body).await,
+        Err(_) => error_page("Unknown issuer"),
+    }
+}
+
+pub(crate) async fn authorize_form(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    authorize_form_with(&state, None, &headers, &body).await
+}
+
+async fn authorize_form_with(
+    state: &AppState,
+    app: Option<Uuid>,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Response {
+    match form::<AuthorizeQuery>(headers, body) {
+        Ok(q) => authorize_query(state, app, q).await,
+        Err(_) => error_page("The request's parameters are malformed or repeated"),
+    }
+}
+
 async fn authorize_with(state: &AppState, app: Option<Uuid>, parts: &Parts) -> Response {
     let query = parts.uri.query().unwrap_or_default();
-    let Ok(q) = serde_urlencoded::from_str::<AuthorizeQuery>(query) else {
-        return error_page("The request's parameters are malformed or repeated");
-    };
+    match serde_urlencoded::from_str::<AuthorizeQuery>(query) {
+        Ok(q) => authorize_query(state, app, q).await,
+        Err(_) => error_page("The request's parameters are malformed or repeated"),
+    }
+}
+
+async fn authorize_query(state: &AppState, app: Option<Uuid>, q: AuthorizeQuery) -> Response {
     let params = AuthorizeParams {
         app,
         response_type: q.response_type,
