@@ -29,7 +29,9 @@
 // A request counts as an error unless it answers 200 with the tokens expected. Latency is from
 // sending the request to reading the whole answer, measured in this process. "server CPU
 // ms/req" is the provider process's user + system CPU time during the phase (from /proc) over
-// its requests: less sensitive than req/s to other work on the machine.
+// its requests: less sensitive than req/s to other work on the machine. "client CPU ms/req" is
+// this load generator's own, on the same cores (the bench is client-bound when the two add up
+// to about 2 cores' worth at the measured rate).
 //
 // Both providers sign ID tokens RS256 with a 2048-bit key (the report prints the modulus size
 // read from each JWKS) and issue a refresh token with every code. oidc-provider runs in a child
@@ -199,16 +201,20 @@ class Stats {
     this.errors = 0;
     this.seconds = 0;
     this.cpu = 0;
+    this.clientCpu = 0;
     this.firstError = undefined;
   }
 
   /** Time `fn` and the server's CPU use during it, adding both to this phase. */
   async measure(pid, fn) {
     const cpu0 = cpuSeconds(pid);
+    const client0 = process.cpuUsage();
     const t0 = process.hrtime.bigint();
     await fn();
     this.seconds += Number(process.hrtime.bigint() - t0) / 1e9;
     this.cpu += (cpuSeconds(pid) ?? NaN) - (cpu0 ?? NaN);
+    const client = process.cpuUsage(client0);
+    this.clientCpu += (client.user + client.system) / 1e6;
   }
 
   error(what) {
@@ -224,6 +230,7 @@ class Stats {
       seconds: this.seconds, rps: ok / this.seconds,
       p50: percentile(sorted, 50), p99: percentile(sorted, 99), firstError: this.firstError,
       cpuPerRequest: (this.cpu * 1000) / this.latencies.length,
+      clientCpuPerRequest: (this.clientCpu * 1000) / this.latencies.length,
     };
   }
 }
@@ -493,9 +500,10 @@ function version(pkg) {
 function printTable(rows) {
   const f = (x, d = 1) => (Number.isFinite(x) ? x.toFixed(d) : '-');
   const head = ['provider', 'phase', 'requests', 'errors', 'seconds', 'req/s', 'p50 ms', 'p99 ms',
-    'server CPU ms/req'];
+    'server CPU ms/req', 'client CPU ms/req'];
   const body = rows.map((r) => [r.provider, r.phase, String(r.requests), String(r.errors),
-    f(r.seconds, 2), f(r.rps, 0), f(r.p50, 2), f(r.p99, 2), f(r.cpuPerRequest, 3)]);
+    f(r.seconds, 2), f(r.rps, 0), f(r.p50, 2), f(r.p99, 2), f(r.cpuPerRequest, 3),
+    f(r.clientCpuPerRequest, 3)]);
   const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i].length)));
   const line = (cells) => cells.map((c, i) => (i < 2 ? c.padEnd(widths[i]) : c.padStart(widths[i])))
     .join('  ');
