@@ -27,7 +27,11 @@
 //      rotate on every use: the answer's refresh_token is the next one used), for
 //      BENCH_REFRESH_SECONDS.
 // A request counts as an error unless it answers 200 with the tokens expected. Latency is from
-// sending the request to reading the whole answer, measured in this process.
+// sending the request to reading the whole answer, measured in this process. "server CPU
+// ms/req" is the provider process's user + system CPU time during the phase (from /proc) over
+// its requests: less sensitive than req/s to other work on the machine. "client CPU ms/req" is
+// this load generator's own, on the same cores (the bench is client-bound when the two add up
+// to about 2 cores' worth at the measured rate).
 //
 // Both providers sign ID tokens RS256 with a 2048-bit key (the report prints the modulus size
 // read from each JWKS) and issue a refresh token with every code. oidc-provider runs in a child
@@ -176,13 +180,41 @@ async function pool(n, concurrency, worker) {
   await Promise.all(Array.from({ length: Math.min(concurrency, n) }, run));
 }
 
-/** Latencies (ms), error count and measured seconds of one phase. */
+/**
+ * CPU seconds (user + system) a process has used, from /proc (Linux; clock ticks of 1/100 s,
+ * USER_HZ); undefined elsewhere.
+ */
+function cpuSeconds(pid) {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / 100;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Latencies (ms), error count, measured seconds and server CPU seconds of one phase. */
 class Stats {
   constructor() {
     this.latencies = [];
     this.errors = 0;
     this.seconds = 0;
+    this.cpu = 0;
+    this.clientCpu = 0;
     this.firstError = undefined;
+  }
+
+  /** Time `fn` and the server's CPU use during it, adding both to this phase. */
+  async measure(pid, fn) {
+    const cpu0 = cpuSeconds(pid);
+    const client0 = process.cpuUsage();
+    const t0 = process.hrtime.bigint();
+    await fn();
+    this.seconds += Number(process.hrtime.bigint() - t0) / 1e9;
+    this.cpu += (cpuSeconds(pid) ?? NaN) - (cpu0 ?? NaN);
+    const client = process.cpuUsage(client0);
+    this.clientCpu += (client.user + client.system) / 1e6;
   }
 
   error(what) {
@@ -197,6 +229,8 @@ class Stats {
       provider, phase, requests: this.latencies.length, errors: this.errors,
       seconds: this.seconds, rps: ok / this.seconds,
       p50: percentile(sorted, 50), p99: percentile(sorted, 99), firstError: this.firstError,
+      cpuPerRequest: (this.cpu * 1000) / this.latencies.length,
+      clientCpuPerRequest: (this.clientCpu * 1000) / this.latencies.length,
     };
   }
 }
@@ -290,7 +324,7 @@ async function startLatchkey(Pool, connections) {
   }
 
   return {
-    name: 'latchkey', client, mint, jwksBits: modulusBits(jwks),
+    name: 'latchkey', client, mint, jwksBits: modulusBits(jwks), pid: lk.child.pid,
     tokenPath: new URL(disc.token_endpoint).pathname,
     auth: basicAuth(clientId, clientSecret),
     stop: async () => {
@@ -354,7 +388,7 @@ async function startOidcProvider(Pool, connections) {
   }
 
   return {
-    name: 'oidc-provider', client, mint, jwksBits: modulusBits(jwks),
+    name: 'oidc-provider', client, mint, jwksBits: modulusBits(jwks), pid: child.pid,
     tokenPath: new URL(disc.token_endpoint).pathname,
     auth: basicAuth('bench-client', secret),
     stop: async () => {
@@ -394,22 +428,19 @@ const isTokens = (j) => typeof j.access_token === 'string' && typeof j.refresh_t
 
 /** Exchange `codes` at `connections` concurrency; refresh tokens got are pushed to `refresh`. */
 async function exchange(p, codes, connections, stats, refresh) {
-  const t0 = process.hrtime.bigint();
-  await pool(codes.length, connections, async (i) => {
+  await stats.measure(p.pid, () => pool(codes.length, connections, async (i) => {
     const { code, verifier } = codes[i];
     const json = await tokenCall(p.client, p.tokenPath, p.auth, {
       grant_type: 'authorization_code', code, redirect_uri: CB, code_verifier: verifier,
     }, stats, isTokens);
     if (json) refresh.push(json.refresh_token);
-  });
-  stats.seconds += Number(process.hrtime.bigint() - t0) / 1e9;
+  }));
 }
 
 /** Refresh grants for `seconds`, each worker on its own chain (spares replace broken chains). */
 async function refreshPhase(p, spares, connections, seconds, stats) {
-  const t0 = process.hrtime.bigint();
   const end = Date.now() + seconds * 1000;
-  await Promise.all(Array.from({ length: connections }, async () => {
+  await stats.measure(p.pid, () => Promise.all(Array.from({ length: connections }, async () => {
     let token = spares.pop();
     while (token && Date.now() < end) {
       const json = await tokenCall(p.client, p.tokenPath, p.auth,
@@ -417,8 +448,7 @@ async function refreshPhase(p, spares, connections, seconds, stats) {
         (j) => typeof j.access_token === 'string' && typeof j.refresh_token === 'string');
       token = json ? json.refresh_token : spares.pop();
     }
-  }));
-  stats.seconds = Number(process.hrtime.bigint() - t0) / 1e9;
+  })));
 }
 
 async function benchProvider(p, settings) {
@@ -469,9 +499,11 @@ function version(pkg) {
 
 function printTable(rows) {
   const f = (x, d = 1) => (Number.isFinite(x) ? x.toFixed(d) : '-');
-  const head = ['provider', 'phase', 'requests', 'errors', 'seconds', 'req/s', 'p50 ms', 'p99 ms'];
+  const head = ['provider', 'phase', 'requests', 'errors', 'seconds', 'req/s', 'p50 ms', 'p99 ms',
+    'server CPU ms/req', 'client CPU ms/req'];
   const body = rows.map((r) => [r.provider, r.phase, String(r.requests), String(r.errors),
-    f(r.seconds, 2), f(r.rps, 0), f(r.p50, 2), f(r.p99, 2)]);
+    f(r.seconds, 2), f(r.rps, 0), f(r.p50, 2), f(r.p99, 2), f(r.cpuPerRequest, 3),
+    f(r.clientCpuPerRequest, 3)]);
   const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i].length)));
   const line = (cells) => cells.map((c, i) => (i < 2 ? c.padEnd(widths[i]) : c.padStart(widths[i])))
     .join('  ');
