@@ -55,6 +55,11 @@ pub struct RateLimits {
     pub otp_generate: Rate,
     /// OTP validations against one target.
     pub otp_validate: Rate,
+    /// Calls of the built-in login page that send or redeem a mailed token (sign-up,
+    /// activation, adding a device, forgot and reset PIN), per username. The page has no API
+    /// key, so anyone may call it: without this, a fresh six-digit token per added device
+    /// would let one caller guess its way into someone else's account.
+    pub login_page_per_user: Rate,
     /// How often buckets that are full again are forgotten, in seconds (bounds memory).
     pub sweep_secs: u64,
 }
@@ -67,6 +72,7 @@ impl Default for RateLimits {
             login_per_device: Rate::new(100.0, 100),
             otp_generate: Rate::new(0.5, 20),
             otp_validate: Rate::new(2.0, 20),
+            login_page_per_user: Rate::new(1.0 / 60.0, 10),
             sweep_secs: 60,
         }
     }
@@ -74,13 +80,14 @@ impl Default for RateLimits {
 
 impl RateLimits {
     /// Every limit by its config name.
-    pub fn all(&self) -> [(&'static str, Rate); 5] {
+    pub fn all(&self) -> [(&'static str, Rate); 6] {
         [
             ("per_app", self.per_app),
             ("per_address", self.per_address),
             ("login_per_device", self.login_per_device),
             ("otp_generate", self.otp_generate),
             ("otp_validate", self.otp_validate),
+            ("login_page_per_user", self.login_page_per_user),
         ]
     }
 

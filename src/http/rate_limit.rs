@@ -39,6 +39,8 @@ pub(crate) enum TargetKind {
     OtpGenerate,
     /// OTP validations against one target; key as for `OtpGenerate`.
     OtpValidate,
+    /// Login-page calls that send or redeem a mailed token; key: the username's matching key.
+    LoginPage,
 }
 
 impl TargetKind {
@@ -47,6 +49,7 @@ impl TargetKind {
             TargetKind::Login => "login_per_device",
             TargetKind::OtpGenerate => "otp_generate",
             TargetKind::OtpValidate => "otp_validate",
+            TargetKind::LoginPage => "login_page_per_user",
         }
     }
 }
@@ -63,6 +66,7 @@ pub(crate) struct Limiters {
     login: Bucket<(Uuid, Box<str>)>,
     otp_generate: Bucket<(Uuid, Box<str>)>,
     otp_validate: Bucket<(Uuid, Box<str>)>,
+    login_page: Bucket<(Uuid, Box<str>)>,
     trusted: Vec<TrustedProxy>,
 }
 
@@ -79,6 +83,7 @@ impl Limiters {
             login: Bucket::live("login_per_device", config.login_per_device),
             otp_generate: Bucket::live("otp_generate", config.otp_generate),
             otp_validate: Bucket::live("otp_validate", config.otp_validate),
+            login_page: Bucket::live("login_page_per_user", config.login_page_per_user),
             trusted,
         })
     }
@@ -90,6 +95,7 @@ impl Limiters {
             TargetKind::Login => &self.login,
             TargetKind::OtpGenerate => &self.otp_generate,
             TargetKind::OtpValidate => &self.otp_validate,
+            TargetKind::LoginPage => &self.login_page,
         };
         bucket.check(&(app, Box::from(key))).inspect_err(|_| {
             tracing::debug!(app_id = %app, limit = kind.name(), "rate limited");
@@ -152,11 +158,18 @@ impl Limiters {
         self.login.retain_recent();
         self.otp_generate.retain_recent();
         self.otp_validate.retain_recent();
+        self.login_page.retain_recent();
     }
 
     fn is_trusted(&self, addr: IpAddr) -> bool {
         self.trusted.iter().any(|proxy| proxy.contains(addr))
     }
+}
+
+/// The bucket key of a per-user limit: a username's matching key, so that spellings of one
+/// name share a bucket; anything else (a UUID, an address) as given.
+pub(crate) fn username_key(raw: &str) -> String {
+    latchkey_actors::Username::parse(raw).map_or_else(|_| raw.to_owned(), |u| u.key().to_owned())
 }
 
 /// Middleware for routes without an API key: one bucket per client address.

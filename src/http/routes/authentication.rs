@@ -20,7 +20,7 @@ use crate::http::{
 pub(crate) struct ActivateUser {
     #[serde(default)]
     application_uuid: Option<String>,
-    username: String,
+    pub(crate) username: String,
     activation_token: String,
     hashed_pin: String,
     device_name: String,
@@ -61,7 +61,7 @@ pub(crate) async fn activate_user_with(
 pub(crate) struct ActivateDevice {
     #[serde(default)]
     application_uuid: Option<String>,
-    username: String,
+    pub(crate) username: String,
     device_uuid: String,
     activation_token: String,
     hashed_pin: String,
@@ -204,7 +204,7 @@ pub(crate) struct ResetIssued {
 pub(crate) struct ResetPin {
     #[serde(default)]
     application_uuid: Option<String>,
-    username: String,
+    pub(crate) username: String,
     device_uuid: String,
     hashed_pin: String,
     reset_pin_token: String,

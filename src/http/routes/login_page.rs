@@ -2,7 +2,8 @@
 //!
 //! A page in a browser cannot hold the application's API key, so these routes take none:
 //! instead each call names a live sign-in request (`htOidTxid`), which fixes the application,
-//! and they are limited per client address. Tokens the back-end routes would return
+//! and they are limited per client address, and those that send or redeem a mailed token also
+//! per username (`login_page_per_user`). Tokens the back-end routes would return
 //! (activation, reset) are never returned here: they reach the user by the application's
 //! delivery channel, which is what proves the e-mail address.
 
@@ -23,6 +24,7 @@ use crate::http::{
     AppState,
     envelope::{ApiError, done, success},
     extract::{Body, Query},
+    rate_limit::{TargetKind, username_key},
 };
 
 const INDEX: &str = include_str!("../login/index.html");
@@ -94,6 +96,7 @@ pub(crate) async fn sign_up(
     Body(req): Body<NewUser>,
 ) -> Result<Response, ApiError> {
     let app = request_app(&state, &mode).await?;
+    per_user(&state, &app, &req.username)?;
     if !app.open_signup {
         return Err(Error::SignUpClosed("Sign-up is not open for this application").into());
     }
@@ -120,6 +123,7 @@ pub(crate) async fn add_device(
     Body(req): Body<NewDevice>,
 ) -> Result<Response, ApiError> {
     let app = request_app(&state, &mode).await?;
+    per_user(&state, &app, &req.username)?;
     delivers(&app)?;
     let added = state
         .engine
@@ -141,6 +145,7 @@ pub(crate) async fn forgot_pin(
     Body(req): Body<ForgotPin>,
 ) -> Result<Response, ApiError> {
     let app = request_app(&state, &mode).await?;
+    per_user(&state, &app, &req.username)?;
     delivers(&app)?;
     let device = uuid::Uuid::parse_str(&req.device_uuid).map_err(|_| Error::DeviceNotFound)?;
     state.engine.forgot_pin(&app, &req.username, device).await?;
@@ -153,6 +158,7 @@ pub(crate) async fn activate_user(
     Body(req): Body<ActivateUser>,
 ) -> Result<Response, ApiError> {
     let app = request_app(&state, &mode).await?;
+    per_user(&state, &app, &req.username)?;
     let finished = activate_user_with(&state, &app, &mode, req).await?;
     Ok(answer(&finished, true))
 }
@@ -163,6 +169,7 @@ pub(crate) async fn activate_device(
     Body(req): Body<ActivateDevice>,
 ) -> Result<Response, ApiError> {
     let app = request_app(&state, &mode).await?;
+    per_user(&state, &app, &req.username)?;
     let finished = activate_device_with(&state, &app, &mode, req).await?;
     Ok(answer(&finished, false))
 }
@@ -183,6 +190,7 @@ pub(crate) async fn reset_pin(
     Body(req): Body<ResetPin>,
 ) -> Result<Response, ApiError> {
     let app = request_app(&state, &mode).await?;
+    per_user(&state, &app, &req.username)?;
     let finished = reset_pin_with(&state, &app, &mode, req).await?;
     Ok(answer(&finished, false))
 }
@@ -197,6 +205,15 @@ async fn request_app(
         .as_deref()
         .ok_or(Error::MissingField("htOidTxid"))?;
     Ok(state.engine.oidc_request_app(txid).await?)
+}
+
+/// Counts a call that sends or redeems a mailed token against its username. The page has
+/// no API key, so this is what stops a caller from asking for fresh six-digit tokens (each
+/// with its own attempts) until one guess lands; a PIN login is limited per device instead.
+fn per_user(state: &AppState, app: &Application, username: &str) -> Result<(), ApiError> {
+    state
+        .limits
+        .check(TargetKind::LoginPage, app.uuid, &username_key(username))
 }
 
 /// The page can only offer flows whose token reaches the user some other way.

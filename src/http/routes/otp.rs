@@ -10,7 +10,7 @@ use crate::http::{
     AppState,
     envelope::{ApiError, done, success},
     extract::{ApiKeyGiven, Body, Caller, Path, backend_app, path_uuid},
-    rate_limit::TargetKind,
+    rate_limit::{TargetKind, username_key},
 };
 
 #[derive(Debug, Deserialize)]
@@ -31,7 +31,7 @@ pub(crate) async fn self_service_issue(
     state.limits.check(
         TargetKind::OtpGenerate,
         app.uuid,
-        &target_key(&req.username),
+        &username_key(&req.username),
     )?;
     let subject = OtpSubject::Username(req.username);
     Ok(success(
@@ -61,7 +61,7 @@ pub(crate) async fn self_service_validate(
     state.limits.check(
         TargetKind::OtpValidate,
         app.uuid,
-        &target_key(&req.username),
+        &username_key(&req.username),
     )?;
     let subject = OtpSubject::Username(req.username);
     state
@@ -94,7 +94,7 @@ pub(crate) async fn anonymous_issue(
         .unwrap_or("anonymous");
     state
         .limits
-        .check(TargetKind::OtpGenerate, app.uuid, &target_key(target))?;
+        .check(TargetKind::OtpGenerate, app.uuid, &username_key(target))?;
     Ok(success(
         state
             .engine
@@ -154,7 +154,7 @@ pub(crate) async fn validate(
         .unwrap_or_default();
     state
         .limits
-        .check(TargetKind::OtpValidate, app.uuid, &target_key(target))?;
+        .check(TargetKind::OtpValidate, app.uuid, &username_key(target))?;
     let subject = match (req.username, req.user_uuid) {
         (Some(name), _) => OtpSubject::Username(name),
         (None, Some(uuid)) => {
@@ -223,10 +223,4 @@ pub(crate) async fn own_validate(
         .validate_own_otp(&who, user, &req.purpose, &req.otp)
         .await?;
     Ok(done())
-}
-
-/// The key a per-target limit counts by: a username's matching key (so `Alice` and `ALICE`
-/// share a bucket), or the id as given.
-fn target_key(raw: &str) -> String {
-    latchkey_actors::Username::parse(raw).map_or_else(|_| raw.to_owned(), |u| u.key().to_owned())
 }
