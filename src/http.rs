@@ -128,22 +128,22 @@ pub(crate) fn router(state: AppState, limits: Limits) -> Router {
         .route("/openid/jwks", get(oidc::jwks))
         .route(
             "/openid/{app}/auth",
-            get(oidc::authorize_at).post(oidc::authorize_form_at),
+            get(oidc::authorize).post(oidc::authorize_form),
         )
         .route(
             "/openid/auth",
             get(oidc::authorize).post(oidc::authorize_form),
         )
-        .route("/openid/{app}/token", post(oidc::token_at))
+        .route("/openid/{app}/token", post(oidc::token))
         .route("/openid/token", post(oidc::token))
         .route(
             "/openid/{app}/userinfo",
-            get(oidc::userinfo_at).post(oidc::userinfo_at),
+            get(oidc::userinfo).post(oidc::userinfo),
         )
         .route("/openid/userinfo", get(oidc::userinfo).post(oidc::userinfo))
-        .route("/openid/{app}/introspect", post(oidc::introspect_at))
+        .route("/openid/{app}/introspect", post(oidc::introspect))
         .route("/openid/introspect", post(oidc::introspect))
-        .route("/openid/{app}/revoke", post(oidc::revoke_at))
+        .route("/openid/{app}/revoke", post(oidc::revoke))
         .route("/openid/revoke", post(oidc::revoke))
         .route("/openid/login", get(login_page::page))
         .route("/openid/login/login.js", get(login_page::script))

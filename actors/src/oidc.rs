@@ -9,6 +9,8 @@
 //! Refresh policy: every refresh returns a new refresh token and the old one stops working.
 //! Presenting an old one again (a copy in an attacker's hands, or a client that lost a race)
 //! revokes the whole family: its refresh token and every access token it issued. A family
+//! remembers its last 64 refresh tokens; one older than that is refused as unknown without
+//! revoking the family. A family
 //! lives `refresh_token_ttl_secs` from its code exchange; rotation does not extend it.
 
 mod clients;
@@ -34,7 +36,7 @@ use self::{
     tokens::{ClientAccessClaims, IdTokenFacts},
 };
 use crate::{
-    Application, AuditEvent, AuditKind, Engine, Error, Result, Tokens,
+    Application, AuditEvent, AuditKind, Channel, Engine, Error, Result, Tokens,
     crypto::{Purpose, random_secret},
     keyring::kid_of,
     user::UserMsg,
@@ -97,7 +99,8 @@ pub struct OAuthError {
 }
 
 impl OAuthError {
-    fn new(status: u16, error: &'static str, description: impl Into<String>) -> Self {
+    /// An error with this status, code and description.
+    pub fn new(status: u16, error: &'static str, description: impl Into<String>) -> Self {
         Self {
             status,
             error,
@@ -105,7 +108,8 @@ impl OAuthError {
         }
     }
 
-    fn invalid_request(description: impl Into<String>) -> Self {
+    /// `invalid_request` (400).
+    pub fn invalid_request(description: impl Into<String>) -> Self {
         Self::new(400, "invalid_request", description)
     }
 
@@ -129,8 +133,9 @@ impl OAuthError {
     }
 }
 
-/// A token-endpoint request, as given.
-#[derive(Debug, Clone, Default)]
+/// A token-endpoint request, as given. Its `Debug` leaves out the code, verifier and refresh
+/// token.
+#[derive(Clone, Default)]
 pub struct TokenParams {
     /// `grant_type`.
     pub grant_type: Option<String>,
@@ -142,12 +147,22 @@ pub struct TokenParams {
     pub code_verifier: Option<String>,
     /// `refresh_token`.
     pub refresh_token: Option<String>,
-    /// `scope` (a refresh may narrow the grant; not supported: it must match or be absent).
+    /// `scope` (a refresh may narrow the grant, never widen it).
     pub scope: Option<String>,
 }
 
-/// A successful token response.
-#[derive(Debug, Clone)]
+impl std::fmt::Debug for TokenParams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenParams")
+            .field("grant_type", &self.grant_type)
+            .field("redirect_uri", &self.redirect_uri)
+            .field("scope", &self.scope)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A successful token response. Its `Debug` shows no token.
+#[derive(Clone)]
 pub struct TokenResponse {
     /// `access_token`.
     pub access_token: String,
@@ -161,12 +176,22 @@ pub struct TokenResponse {
     pub scope: String,
 }
 
+impl std::fmt::Debug for TokenResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenResponse")
+            .field("expires_in", &self.expires_in)
+            .field("scope", &self.scope)
+            .finish_non_exhaustive()
+    }
+}
+
 /// An OIDC-mode login in progress: it holds its authorize request until it finishes, and
 /// lets go of it if dropped unfinished (a client that hung up mid-login).
 #[derive(Debug)]
 pub struct OidcLogin {
     txid: String,
     request: AuthRequestRecord,
+    lease: u64,
     grants: crate::directory::Directory<GrantActor>,
     held: bool,
 }
@@ -176,7 +201,7 @@ impl OidcLogin {
         if std::mem::take(&mut self.held)
             && let Some(actor) = self.grants.child_ref(&ids::request(&self.txid))
         {
-            let _ = actor.cast(GrantMsg::Release);
+            let _ = actor.cast(GrantMsg::Release(self.lease));
         }
     }
 }
@@ -365,7 +390,7 @@ impl Engine {
         }
         let now = self.now();
         let (app_id, nonce) = (app.uuid, nonce.map(str::to_owned));
-        let request = self
+        let (request, lease) = self
             .inner
             .grants
             .call(&ids::request(txid), |reply| GrantMsg::Claim {
@@ -378,6 +403,7 @@ impl Engine {
         Ok(OidcLogin {
             txid: txid.to_owned(),
             request,
+            lease,
             grants: self.inner.grants.clone(),
             held: true,
         })
@@ -424,6 +450,7 @@ impl Engine {
         self.inner
             .grants
             .call(&key, |reply| GrantMsg::Finish {
+                lease: login.lease,
                 code_id: code_id2.clone(),
                 code: Box::new(code.clone()),
                 reply,
@@ -494,7 +521,9 @@ impl Engine {
             .live_user(family.user)
             .await?
             .ok_or_else(OAuthError::invalid_token)?;
-        tokens::userinfo(&user, &claims.scope).map_err(|e| OAuthError::from_engine(&e))
+        let mails_tokens = app.settings.delivery.channel == Channel::Smtp;
+        tokens::userinfo(&user, &claims.scope, mails_tokens)
+            .map_err(|e| OAuthError::from_engine(&e))
     }
 
     /// Token introspection (RFC 7662), for the application's clients.
@@ -539,29 +568,21 @@ impl Engine {
                 "jti": claims.jti,
             }));
         }
-        if let Some((family_id, _)) = token.split_once('.')
-            && let Some(family) = self.peek_family(family_id).await?
+        if let Some((_, family)) = self.current_refresh_token(token).await?
             && family.app == client.app
+            && !family.revoked
+            && family.deadline > self.now()
             && let Some(view) = self.live_user(family.user).await?
         {
-            // Checking a refresh token must not rotate it: compare without a refresh.
-            let secret = token.split_once('.').map(|(_, s)| s).unwrap_or_default();
-            let good = self.inner.ctx.secrets.verify(
-                Purpose::RefreshToken,
-                secret.as_bytes(),
-                Some(&family.current_hash),
-            );
-            if good && !family.revoked && family.deadline > self.now() {
-                return Ok(json!({
-                    "active": true,
-                    "token_type": "refresh_token",
-                    "scope": family.scope,
-                    "client_id": family.client_id,
-                    "sub": view.user_uuid,
-                    "iss": self.app(family.app).map(|a| a.issuer.clone()).unwrap_or_default(),
-                    "exp": family.deadline,
-                }));
-            }
+            return Ok(json!({
+                "active": true,
+                "token_type": "refresh_token",
+                "scope": family.scope,
+                "client_id": family.client_id,
+                "sub": view.user_uuid,
+                "iss": self.app(family.app).map(|a| a.issuer.clone()).unwrap_or_default(),
+                "exp": family.deadline,
+            }));
         }
         Ok(inactive)
     }
@@ -596,14 +617,8 @@ impl Engine {
             }
             return Ok(());
         }
-        if let Some((family_id, secret)) = token.split_once('.')
-            && let Some(family) = self.peek_family(family_id).await?
+        if let Some((family_id, family)) = self.current_refresh_token(token).await?
             && family.client_id == client.client_id
-            && self.inner.ctx.secrets.verify(
-                Purpose::RefreshToken,
-                secret.as_bytes(),
-                Some(&family.current_hash),
-            )
         {
             self.revoke_family(family_id).await?;
             self.audit_revoked(&client, "revocation");
@@ -923,7 +938,9 @@ impl Engine {
         let Some((app, key)) = self.inner.ctx.apps.by_kid(&kid) else {
             return Ok(None);
         };
-        // The audience is the client; read it unverified to pick the check, then verify.
+        // The audience is the client the token was issued to, which only the token says: read
+        // it unverified to verify the signature, then require that it names the token's
+        // client, whose family must agree below.
         let Some(aud) = unverified_audience(token) else {
             return Ok(None);
         };
@@ -931,7 +948,8 @@ impl Engine {
             return Ok(None);
         };
         let now = self.now();
-        if claims.iss != app.issuer || claims.exp <= now || claims.iat > now + 60 {
+        let fresh = claims.exp > now && claims.iat <= now + 60;
+        if claims.iss != app.issuer || claims.aud != claims.client_id || !fresh {
             return Ok(None);
         }
         let jti = claims.jti;
@@ -960,6 +978,26 @@ impl Engine {
             Some(GrantRecord::Request(r)) if !r.used && r.deadline > self.now() => Ok(r),
             _ => Err(Error::OidcRequestDead),
         }
+    }
+
+    /// The family whose current refresh token `token` is, read without rotating it.
+    async fn current_refresh_token<'t>(
+        &self,
+        token: &'t str,
+    ) -> std::result::Result<Option<(&'t str, latchkey_storage::records::FamilyRecord)>, OAuthError>
+    {
+        let Some((family_id, secret)) = token.split_once('.') else {
+            return Ok(None);
+        };
+        let Some(family) = self.peek_family(family_id).await? else {
+            return Ok(None);
+        };
+        let current = self.inner.ctx.secrets.verify(
+            Purpose::RefreshToken,
+            secret.as_bytes(),
+            Some(&family.current_hash),
+        );
+        Ok(current.then_some((family_id, family)))
     }
 
     async fn peek_family(

@@ -122,6 +122,16 @@ pub(crate) fn parse_app(raw: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(raw.trim()).map_err(|_| Error::UnknownApp.into())
 }
 
+/// The token of an `Authorization: Bearer` header (the scheme in any case, RFC 7235), when
+/// there is one of a sane size.
+pub(crate) fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    let sane = !token.is_empty() && token.len() <= 8192;
+    (scheme.eq_ignore_ascii_case("bearer") && sane).then_some(token)
+}
+
 /// The caller behind a valid, unrevoked bearer token.
 #[derive(Debug)]
 pub(crate) struct Caller(pub(crate) Principal);
@@ -130,17 +140,7 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let token = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim)
-            .filter(|t| !t.is_empty() && t.len() <= 8192)
-            .ok_or(Error::InvalidJwt)?;
+        let token = bearer_token(&parts.headers).ok_or(Error::InvalidJwt)?;
         let app_header = match parts.headers.get("x-application-uuid") {
             Some(v) => Some(
                 v.to_str()

@@ -263,6 +263,8 @@ pub(crate) enum Auth {
     Header(String),
     /// Basic and `client_secret_post` at once.
     BasicAndPost(String, String),
+    /// No client authentication, and no client id.
+    Nothing,
 }
 
 /// POSTs a form with client authentication; returns the status and the JSON body.
@@ -288,6 +290,7 @@ pub(crate) async fn post_form(
             fields.push(("client_id", id.clone()));
             fields.push(("client_secret", secret.clone()));
         }
+        Auth::Nothing => {}
     }
     let resp = req
         .header("content-type", "application/x-www-form-urlencoded")

@@ -73,6 +73,7 @@ async fn client_secret_post_works_and_a_wrong_secret_is_401_invalid_client() {
         ("Basic", Auth::Basic(op.client_id.clone(), wrong.clone())),
         ("post", Auth::Post(op.client_id.clone(), wrong.clone())),
         ("no secret", Auth::Public(op.client_id.clone())),
+        ("no client authentication at all", Auth::Nothing),
         (
             "an unknown client",
             Auth::Basic(uuid::Uuid::new_v4().to_string(), op.secret.clone()),

@@ -145,6 +145,11 @@ async fn the_openidconnect_crate_completes_a_code_flow_with_this_provider() {
         .unwrap_or_else(|e| panic!("userinfo: {e:?}"));
     assert_eq!(info.preferred_username().unwrap().as_str(), "Rita");
     assert_eq!(info.email().unwrap().as_str(), "rita@example.test");
+    assert_eq!(
+        info.email_verified(),
+        Some(false),
+        "the back end delivers tokens itself: nothing proved the address"
+    );
 
     // A refresh rotates the refresh token and gives a new access token.
     let first_refresh = tokens.refresh_token().expect("a refresh token").clone();

@@ -5,7 +5,9 @@
 use std::time::Duration;
 
 use latchkey::Config;
-use latchkey_actors::{Channel, DeliverySettings, SmtpSettings, SmtpTls};
+use latchkey_actors::{
+    Channel, DeliverySettings, Error, OidcLogin, Proof, SmtpSettings, SmtpTls, Tokens,
+};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -260,6 +262,48 @@ async fn two_parallel_logins_with_one_htoidtxid_give_one_code_and_the_loser_keep
 }
 
 #[tokio::test]
+async fn a_login_whose_hold_ran_out_can_neither_finish_nor_free_the_next_one_s() {
+    let op = Provider::spawn().await;
+    let device = op.app.new_device("Slow").await;
+    let engine = op.app.engine();
+    let a = op.authz();
+    let txid = op.begin(&a).await;
+    let app = engine.oidc_request_app(&txid).await.unwrap();
+    let nonce = a.nonce.as_deref();
+    let dead = |r: Result<OidcLogin, Error>| matches!(r, Err(Error::OidcRequestDead));
+
+    let slow = engine.oidc_begin(&app, &txid, nonce).await.unwrap();
+    assert!(dead(engine.oidc_begin(&app, &txid, nonce).await), "held");
+    op.app.clock.advance(31);
+    let next = engine.oidc_begin(&app, &txid, nonce).await.unwrap();
+
+    // The slow login finishes late: refused, and its release leaves the next one's hold.
+    let tokens = Tokens {
+        access_token: String::new(),
+        auth_key: String::new(),
+        auth_key_uuid: uuid::Uuid::new_v4(),
+        device_uuid: device.device_uuid.parse().unwrap(),
+        user_uuid: device.user_uuid.parse().unwrap(),
+    };
+    let late = engine
+        .oidc_finish(slow, Ok(tokens.clone()), Proof::DevicePin)
+        .await;
+    assert!(matches!(late, Err(Error::OidcRequestDead)), "{late:?}");
+    assert!(
+        dead(engine.oidc_begin(&app, &txid, nonce).await),
+        "still held"
+    );
+
+    let issued = engine
+        .oidc_finish(next, Ok(tokens), Proof::DevicePin)
+        .await
+        .unwrap();
+    let code = query_param(&issued.redirect_to, "code").unwrap();
+    let (status, body) = op.exchange(&code, &a, &op.basic()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+#[tokio::test]
 async fn a_back_end_cannot_finish_another_application_s_sign_in_request() {
     let op = Provider::spawn().await;
     let (other, other_key) = op.app.engine().create_app("other").await.unwrap();
@@ -428,12 +472,66 @@ async fn page_sign_up_then_activation_with_the_mailed_token_ends_in_a_code() {
         amr.iter().any(|m| m == "otp"),
         "an activation proves a delivered token: {claims}"
     );
+    let (status, info) = op.userinfo(tokens["access_token"].as_str().unwrap()).await;
+    assert_eq!(status, StatusCode::OK, "{info}");
+    assert_eq!(info["email"], "mailed@example.test", "{info}");
+    assert_eq!(
+        info["email_verified"], true,
+        "the mailed token proved the address: {info}"
+    );
 
     // The activated device logs in through a second sign-in request with its PIN alone.
     let txid = op.begin(&op.authz()).await;
     let (status, body) = page(&op, "login", Some(&txid), Some(&login_body(&device))).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert!(body["redirectTo"].is_string(), "{body}");
+}
+
+#[tokio::test]
+async fn mailed_token_calls_are_limited_per_username_so_tokens_cannot_be_guessed() {
+    let mail = tempfile::tempdir().unwrap();
+    let sink = SmtpSink::start(mail.path()).await;
+    let port = sink.port;
+    let op = Provider::spawn_with(|c: &mut Config| c.app_defaults.delivery = smtp(port)).await;
+    for name in ["Rita", "Sam"] {
+        let body = json!({"applicationUuid": op.app.app, "username": name,
+                          "email": format!("{}@example.test", name.to_lowercase())});
+        let (status, resp) = op.app.backend("/self-service/user", &body).await;
+        assert_eq!(status, StatusCode::OK, "{resp}");
+    }
+    let thief = Device::new("Rita");
+    let txid = op.begin(&op.authz()).await;
+
+    // An anonymous caller asks for a device (a token is mailed to Rita), then guesses it.
+    let add = json!({"username": "Rita", "deviceName": "thief"});
+    let (status, body) = page(&op, "add-device", Some(&txid), Some(&add)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let pending = body["deviceUuid"].as_str().unwrap().to_owned();
+    for guess in 0..9 {
+        let try_it = json!({"username": "Rita", "deviceUuid": pending,
+                            "activationToken": format!("{guess:06}"),
+                            "hashedPin": thief.hashed_pin()});
+        let (status, body) = page(&op, "activate-device", Some(&txid), Some(&try_it)).await;
+        assert!(
+            status.is_client_error() && status != StatusCode::TOO_MANY_REQUESTS,
+            "guess {guess}: {status} {body}"
+        );
+    }
+
+    // The eleventh call for Rita, in any spelling and of any kind, is refused; Sam's is not.
+    let again = json!({"username": "rita", "deviceName": "thief"});
+    let (status, body) = page(&op, "add-device", Some(&txid), Some(&again)).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::TOO_MANY_REQUESTS, "AN-RATE-1001"),
+        "{body}"
+    );
+    let forgot = json!({"username": "Rita", "deviceUuid": pending});
+    let (status, _) = page(&op, "forgot-pin", Some(&txid), Some(&forgot)).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    let other = json!({"username": "Sam", "deviceName": "laptop"});
+    let (status, body) = page(&op, "add-device", Some(&txid), Some(&other)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
 }
 
 /// Asserts that no user `username` was made: the back end can still sign that name up.

@@ -19,8 +19,8 @@ use crate::{
     crypto::{Purpose, Secrets},
 };
 
-/// How a token-endpoint caller says who it is.
-#[derive(Debug, Clone, Default)]
+/// How a token-endpoint caller says who it is. Its `Debug` shows the client ids only.
+#[derive(Clone, Default)]
 pub struct ClientAuth {
     /// From HTTP Basic, already form-url-decoded.
     pub basic: Option<(String, String)>,
@@ -30,10 +30,19 @@ pub struct ClientAuth {
     pub client_secret: Option<String>,
 }
 
+impl std::fmt::Debug for ClientAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientAuth")
+            .field("basic_id", &self.basic.as_ref().map(|(id, _)| id))
+            .field("client_id", &self.client_id)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Why client authentication failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum ClientAuthError {
-    /// Two methods at once, or no client named at all.
+    /// Two methods at once, or two client ids that differ.
     Malformed(&'static str),
     /// Unknown client or wrong secret.
     Failed,
@@ -138,7 +147,8 @@ impl Clients {
             }
             (None, secret) => match &auth.client_id {
                 Some(id) => (id.as_str(), secret.as_deref()),
-                None => return Err(ClientAuthError::Malformed("no client authentication")),
+                // RFC 6749 5.2 counts a missing authentication as a failed one (401).
+                None => return Err(ClientAuthError::Failed),
             },
         };
 

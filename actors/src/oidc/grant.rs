@@ -66,8 +66,8 @@ struct RefreshAsk<'a> {
     now: u64,
 }
 
-/// What a code exchange must match.
-#[derive(Debug, Clone)]
+/// What a code exchange must match. Its `Debug` shows no secret.
+#[derive(Clone)]
 pub(crate) struct Redemption {
     pub(crate) secret: String,
     pub(crate) client_id: String,
@@ -79,20 +79,33 @@ pub(crate) struct Redemption {
     pub(crate) now: u64,
 }
 
+impl std::fmt::Debug for Redemption {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Redemption")
+            .field("client_id", &self.client_id)
+            .field("redirect_uri", &self.redirect_uri)
+            .field("family_id", &self.family_id)
+            .finish_non_exhaustive()
+    }
+}
+
 pub(crate) enum GrantMsg {
     /// Stores a new grant under this actor's id.
     Create(Box<GrantRecord>, RpcReplyPort<Result<()>>),
-    /// Takes a live authorize request for one OIDC-mode login (a lease, in memory).
+    /// Takes a live authorize request for one OIDC-mode login (a lease, in memory); answers
+    /// the request and the lease's id.
     Claim {
         app: Uuid,
         nonce: Option<String>,
         now: u64,
-        reply: RpcReplyPort<Result<AuthRequestRecord>>,
+        reply: RpcReplyPort<Result<(AuthRequestRecord, u64)>>,
     },
-    /// The login failed: the request may be tried again.
-    Release,
-    /// The login succeeded: the request is used and the code stored, in one batch.
+    /// The login holding this lease failed: the request may be tried again.
+    Release(u64),
+    /// The login holding this lease succeeded: the request is used and the code stored, in
+    /// one batch.
     Finish {
+        lease: u64,
         code_id: String,
         code: Box<CodeRecord>,
         reply: RpcReplyPort<Result<()>>,
@@ -135,7 +148,16 @@ pub(crate) struct GrantState {
     respawn: bool,
     loaded: bool,
     record: Option<GrantRecord>,
-    lease_until: u64,
+    lease: Option<Lease>,
+    leases_given: u64,
+}
+
+/// An OIDC-mode login's hold on an authorize request. The id makes sure that only the login
+/// holding it can release or finish: one whose hold ran out cannot undo the next one's.
+#[derive(Debug, Clone, Copy)]
+struct Lease {
+    id: u64,
+    until: u64,
 }
 
 #[derive(Default)]
@@ -152,7 +174,8 @@ impl Child for GrantActor {
             respawn,
             loaded: false,
             record: None,
-            lease_until: 0,
+            lease: None,
+            leases_given: 0,
         }
     }
 
@@ -198,13 +221,18 @@ impl Actor for GrantActor {
             } => {
                 let _ = reply.send(state.claim(app, nonce.as_deref(), now));
             }
-            GrantMsg::Release => state.lease_until = 0,
+            GrantMsg::Release(lease) => {
+                if state.holds(lease) {
+                    state.lease = None;
+                }
+            }
             GrantMsg::Finish {
+                lease,
                 code_id,
                 code,
                 reply,
             } => {
-                let _ = reply.send(state.finish(&code_id, *code).await);
+                let _ = reply.send(state.finish(lease, &code_id, *code).await);
             }
             GrantMsg::Redeem(redemption, reply) => {
                 let _ = reply.send(state.redeem(*redemption).await);
@@ -271,25 +299,43 @@ impl GrantState {
         Ok(())
     }
 
-    fn claim(&mut self, app: Uuid, nonce: Option<&str>, now: u64) -> Result<AuthRequestRecord> {
+    fn claim(
+        &mut self,
+        app: Uuid,
+        nonce: Option<&str>,
+        now: u64,
+    ) -> Result<(AuthRequestRecord, u64)> {
         let Some(GrantRecord::Request(request)) = &self.record else {
             return Err(Error::OidcRequestDead);
         };
-        if request.used || request.deadline <= now || request.app != app || self.lease_until > now {
+        let held = self.lease.is_some_and(|lease| lease.until > now);
+        if request.used || request.deadline <= now || request.app != app || held {
             return Err(Error::OidcRequestDead);
         }
         if nonce.is_some_and(|n| Some(n) != request.nonce.as_deref()) {
             return Err(Error::OidcNonceMismatch);
         }
-        self.lease_until = now + LEASE_SECS;
-        Ok(request.clone())
+        self.leases_given += 1;
+        let lease = Lease {
+            id: self.leases_given,
+            until: now + LEASE_SECS,
+        };
+        self.lease = Some(lease);
+        Ok((request.clone(), lease.id))
     }
 
-    async fn finish(&mut self, code_id: &str, code: CodeRecord) -> Result<()> {
+    fn holds(&self, lease: u64) -> bool {
+        self.lease.is_some_and(|held| held.id == lease)
+    }
+
+    async fn finish(&mut self, lease: u64, code_id: &str, code: CodeRecord) -> Result<()> {
         let Some(GrantRecord::Request(request)) = &self.record else {
             return Err(Error::OidcRequestDead);
         };
-        if request.used {
+        // Limitation: a login that loses its hold here (it ran past LEASE_SECS and another
+        // login claimed the request) has already rotated its device's authKey, which the
+        // refusal does not return; that device must be added again.
+        if request.used || !self.holds(lease) {
             return Err(Error::OidcRequestDead);
         }
         let mut used = request.clone();
@@ -308,7 +354,7 @@ impl GrantState {
         )?;
         self.ctx.store.commit(batch).await?;
         self.record = Some(GrantRecord::Request(used));
-        self.lease_until = 0;
+        self.lease = None;
         Ok(())
     }
 

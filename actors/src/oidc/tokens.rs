@@ -115,7 +115,11 @@ pub(crate) fn id_token(app: &Application, facts: &IdTokenFacts<'_>) -> Result<St
 }
 
 /// The userinfo answer: `sub` always, the name and e-mail when their scopes were granted.
-pub(crate) fn userinfo(user: &UserView, scope: &str) -> Result<Value> {
+/// `email_verified` is claimed only when the application sends its tokens by e-mail: a user
+/// then proved the address by activating with what was sent to it. A back end that delivers
+/// tokens itself, or a webhook, proves nothing about the address, and a relying party that
+/// links accounts by verified e-mail must not be told otherwise.
+pub(crate) fn userinfo(user: &UserView, scope: &str, mails_tokens: bool) -> Result<Value> {
     let has = |s: &str| scope.split(' ').any(|granted| granted == s);
     let mut standard = StandardClaims::new(SubjectIdentifier::new(user.user_uuid.to_string()));
     if has("profile") {
@@ -123,12 +127,11 @@ pub(crate) fn userinfo(user: &UserView, scope: &str) -> Result<Value> {
             standard.set_preferred_username(Some(EndUserUsername::new(user.username.clone())));
     }
     if has("email") {
-        // Limitation: the address counts as verified because activation tokens are sent
-        // to it when the application delivers by e-mail; a back end that delivers tokens
-        // itself may not have checked it.
+        // Limitation: an address changed through the admin API after activation still counts
+        // as verified when the application mails its tokens.
         standard = standard
             .set_email(Some(EndUserEmail::new(user.email.clone())))
-            .set_email_verified(Some(true));
+            .set_email_verified(Some(mails_tokens));
     }
     serde_json::to_value(CoreUserInfoClaims::new(standard, EmptyAdditionalClaims {}))
         .map_err(Error::internal)
@@ -166,16 +169,18 @@ type Metadata = ProviderMetadata<
 pub(crate) fn discovery(app: &Application) -> Result<Value> {
     let at = |path: &str| format!("{}/{path}", app.issuer);
     let bad = |_| Error::Internal("the issuer URL does not parse".into());
-    let auth_methods = || {
-        ["client_secret_basic", "client_secret_post", "none"]
-            .map(String::from)
-            .to_vec()
-    };
+    let confidential = vec![
+        "client_secret_basic".to_owned(),
+        "client_secret_post".into(),
+    ];
+    // A public client may revoke its own tokens but not introspect: it holds no secret.
+    let mut any_client = confidential.clone();
+    any_client.push("none".into());
     let extra = ExtraMetadata {
         introspection_endpoint: at("introspect"),
         revocation_endpoint: at("revoke"),
-        introspection_endpoint_auth_methods_supported: auth_methods(),
-        revocation_endpoint_auth_methods_supported: auth_methods(),
+        introspection_endpoint_auth_methods_supported: confidential,
+        revocation_endpoint_auth_methods_supported: any_client,
         code_challenge_methods_supported: vec!["S256".into()],
         authorization_response_iss_parameter_supported: true,
     };

@@ -7,8 +7,8 @@
 
 use axum::{
     body::Bytes,
-    extract::State,
-    http::{HeaderMap, HeaderValue, StatusCode, header, request::Parts},
+    extract::{FromRequestParts, RawPathParams, State, rejection::RawPathParamsRejection},
+    http::{HeaderMap, HeaderValue, StatusCode, Uri, header, request::Parts},
     response::{IntoResponse, Redirect, Response},
 };
 use base64::{Engine as _, engine::general_purpose::STANDARD};
@@ -20,7 +20,7 @@ use uuid::Uuid;
 use crate::http::{
     AppState,
     envelope::ApiError,
-    extract::{Path, parse_app},
+    extract::{Path, bearer_token, parse_app},
 };
 
 // == Discovery and keys
@@ -97,58 +97,33 @@ pub(crate) struct AuthorizeQuery {
     request_uri: Option<String>,
 }
 
-pub(crate) async fn authorize_at(
+pub(crate) async fn authorize(
     State(state): State<AppState>,
-    Path(app): Path<String>,
-    parts: Parts,
+    issuer: Result<Issuer, UnknownIssuer>,
+    uri: Uri,
 ) -> Response {
-    match Uuid::parse_str(&app) {
-        Ok(app) => authorize_with(&state, Some(app), &parts).await,
-        Err(_) => error_page("Unknown issuer"),
-    }
-}
-
-pub(crate) async fn authorize(State(state): State<AppState>, parts: Parts) -> Response {
-    authorize_with(&state, None, &parts).await
-}
-
-/// Authorize by POST (OIDC Core 3.1.2.1): the same parameters, form-encoded in the body.
-pub(crate) async fn authorize_form_at(
-    State(state): State<AppState>,
-    Path(app): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    match Uuid::parse_str(&app) {
-        Ok(app) => authorize_form_with(&state, Some(app), &headers, &body).await,
-        Err(_) => error_page("Unknown issuer"),
-    }
-}
-
-pub(crate) async fn authorize_form(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    authorize_form_with(&state, None, &headers, &body).await
-}
-
-async fn authorize_form_with(
-    state: &AppState,
-    app: Option<Uuid>,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Response {
-    match form::<AuthorizeQuery>(headers, body) {
-        Ok(q) => authorize_query(state, app, q).await,
+    let Ok(Issuer(app)) = issuer else {
+        return error_page("Unknown issuer");
+    };
+    let query = uri.query().unwrap_or_default();
+    match serde_urlencoded::from_str::<AuthorizeQuery>(query) {
+        Ok(q) => authorize_query(&state, app, q).await,
         Err(_) => error_page("The request's parameters are malformed or repeated"),
     }
 }
 
-async fn authorize_with(state: &AppState, app: Option<Uuid>, parts: &Parts) -> Response {
-    let query = parts.uri.query().unwrap_or_default();
-    match serde_urlencoded::from_str::<AuthorizeQuery>(query) {
-        Ok(q) => authorize_query(state, app, q).await,
+/// Authorize by POST (OIDC Core 3.1.2.1): the same parameters, form-encoded in the body.
+pub(crate) async fn authorize_form(
+    State(state): State<AppState>,
+    issuer: Result<Issuer, UnknownIssuer>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Ok(Issuer(app)) = issuer else {
+        return error_page("Unknown issuer");
+    };
+    match form::<AuthorizeQuery>(&headers, &body) {
+        Ok(q) => authorize_query(&state, app, q).await,
         Err(_) => error_page("The request's parameters are malformed or repeated"),
     }
 }
@@ -224,35 +199,16 @@ pub(crate) struct TokenForm {
     client_secret: Option<String>,
 }
 
-pub(crate) async fn token_at(
-    State(state): State<AppState>,
-    Path(app): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let Ok(app) = Uuid::parse_str(&app) else {
-        return oauth_error(&not_found());
-    };
-    token_with(&state, Some(app), &headers, &body).await
-}
-
 pub(crate) async fn token(
     State(state): State<AppState>,
+    issuer: Result<Issuer, UnknownIssuer>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    token_with(&state, None, &headers, &body).await
-}
-
-async fn token_with(
-    state: &AppState,
-    app: Option<Uuid>,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Response {
     let result = async {
-        let form: TokenForm = form(headers, body)?;
-        let auth = client_auth(headers, form.client_id, form.client_secret)?;
+        let Issuer(app) = issuer?;
+        let form: TokenForm = form(&headers, &body)?;
+        let auth = client_auth(&headers, form.client_id, form.client_secret)?;
         let params = TokenParams {
             grant_type: form.grant_type,
             code: form.code,
@@ -287,34 +243,15 @@ pub(crate) struct TokenOnlyForm {
     client_secret: Option<String>,
 }
 
-pub(crate) async fn introspect_at(
-    State(state): State<AppState>,
-    Path(app): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    match Uuid::parse_str(&app) {
-        Ok(app) => introspect_with(&state, Some(app), &headers, &body).await,
-        Err(_) => oauth_error(&not_found()),
-    }
-}
-
 pub(crate) async fn introspect(
     State(state): State<AppState>,
+    issuer: Result<Issuer, UnknownIssuer>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    introspect_with(&state, None, &headers, &body).await
-}
-
-async fn introspect_with(
-    state: &AppState,
-    app: Option<Uuid>,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Response {
     let result = async {
-        let (auth, token) = token_request(headers, body)?;
+        let Issuer(app) = issuer?;
+        let (auth, token) = token_request(&headers, &body)?;
         state.engine.oidc_introspect(app, &auth, &token).await
     }
     .await;
@@ -324,34 +261,15 @@ async fn introspect_with(
     }
 }
 
-pub(crate) async fn revoke_at(
-    State(state): State<AppState>,
-    Path(app): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    match Uuid::parse_str(&app) {
-        Ok(app) => revoke_with(&state, Some(app), &headers, &body).await,
-        Err(_) => oauth_error(&not_found()),
-    }
-}
-
 pub(crate) async fn revoke(
     State(state): State<AppState>,
+    issuer: Result<Issuer, UnknownIssuer>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    revoke_with(&state, None, &headers, &body).await
-}
-
-async fn revoke_with(
-    state: &AppState,
-    app: Option<Uuid>,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Response {
     let result = async {
-        let (auth, token) = token_request(headers, body)?;
+        let Issuer(app) = issuer?;
+        let (auth, token) = token_request(&headers, &body)?;
         state.engine.oidc_revoke(app, &auth, &token).await
     }
     .await;
@@ -367,37 +285,21 @@ fn token_request(headers: &HeaderMap, body: &[u8]) -> Result<(ClientAuth, String
     let auth = client_auth(headers, form.client_id, form.client_secret)?;
     let token = form
         .token
-        .ok_or_else(|| invalid_request("token is missing"))?;
+        .ok_or_else(|| OAuthError::invalid_request("token is missing"))?;
     Ok((auth, token))
 }
 
 // == Userinfo
 
-pub(crate) async fn userinfo_at(
+pub(crate) async fn userinfo(
     State(state): State<AppState>,
-    Path(app): Path<String>,
+    issuer: Result<Issuer, UnknownIssuer>,
     headers: HeaderMap,
 ) -> Response {
-    match Uuid::parse_str(&app) {
-        Ok(app) => userinfo_with(&state, Some(app), &headers).await,
-        Err(_) => oauth_error(&not_found()),
-    }
-}
-
-pub(crate) async fn userinfo(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    userinfo_with(&state, None, &headers).await
-}
-
-async fn userinfo_with(state: &AppState, app: Option<Uuid>, headers: &HeaderMap) -> Response {
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.get(..7)
-                .filter(|scheme| scheme.eq_ignore_ascii_case("bearer "))
-                .map(|_| v.get(7..).unwrap_or_default().trim())
-        });
-    let Some(bearer) = bearer.filter(|b| !b.is_empty()) else {
+    let Ok(Issuer(app)) = issuer else {
+        return UnknownIssuer.into_response();
+    };
+    let Some(bearer) = bearer_token(&headers) else {
         let mut response = StatusCode::UNAUTHORIZED.into_response();
         response
             .headers_mut()
@@ -424,12 +326,12 @@ fn form<T: DeserializeOwned>(headers: &HeaderMap, body: &[u8]) -> Result<T, OAut
                 .eq_ignore_ascii_case("application/x-www-form-urlencoded")
         });
     if !is_form {
-        return Err(invalid_request(
+        return Err(OAuthError::invalid_request(
             "the body must be application/x-www-form-urlencoded",
         ));
     }
     serde_urlencoded::from_bytes(body)
-        .map_err(|_| invalid_request("the form is malformed or repeats a parameter"))
+        .map_err(|_| OAuthError::invalid_request("the form is malformed or repeats a parameter"))
 }
 
 /// The caller's client authentication: HTTP Basic, whose id and secret are form-url-encoded
@@ -441,10 +343,8 @@ fn client_auth(
 ) -> Result<ClientAuth, OAuthError> {
     let basic = match headers.get(header::AUTHORIZATION) {
         None => None,
-        Some(value) => Some(parse_basic(value).ok_or_else(|| OAuthError {
-            status: 401,
-            error: "invalid_client",
-            description: "malformed HTTP Basic credentials".into(),
+        Some(value) => Some(parse_basic(value).ok_or_else(|| {
+            OAuthError::new(401, "invalid_client", "malformed HTTP Basic credentials")
         })?),
     };
     Ok(ClientAuth {
@@ -474,19 +374,43 @@ fn form_decode(raw: &str) -> Option<String> {
         .map(|s| s.into_owned())
 }
 
-fn invalid_request(description: &str) -> OAuthError {
-    OAuthError {
-        status: 400,
-        error: "invalid_request",
-        description: description.into(),
+/// The issuer a request came to: `Some(application)` on `/openid/{app}/...`, `None` on the
+/// short paths, where the client names the application.
+pub(crate) struct Issuer(Option<Uuid>);
+
+/// An `{app}` path segment that is not an application's UUID.
+pub(crate) struct UnknownIssuer;
+
+impl From<UnknownIssuer> for OAuthError {
+    fn from(_: UnknownIssuer) -> Self {
+        OAuthError::new(404, "invalid_request", "unknown issuer")
     }
 }
 
-fn not_found() -> OAuthError {
-    OAuthError {
-        status: 404,
-        error: "invalid_request",
-        description: "unknown issuer".into(),
+impl IntoResponse for UnknownIssuer {
+    fn into_response(self) -> Response {
+        oauth_error(&self.into())
+    }
+}
+
+impl FromRequestParts<AppState> for Issuer {
+    type Rejection = UnknownIssuer;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, UnknownIssuer> {
+        let params = match RawPathParams::from_request_parts(parts, state).await {
+            Ok(params) => params,
+            Err(RawPathParamsRejection::MissingPathParams(_)) => return Ok(Self(None)),
+            Err(_) => return Err(UnknownIssuer),
+        };
+        match params.iter().find(|(name, _)| *name == "app") {
+            None => Ok(Self(None)),
+            Some((_, raw)) => Uuid::parse_str(raw)
+                .map(|app| Self(Some(app)))
+                .map_err(|_| UnknownIssuer),
+        }
     }
 }
 
