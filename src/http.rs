@@ -134,17 +134,6 @@ pub(crate) fn router(state: AppState, limits: Limits) -> Router {
             "/openid/auth",
             get(oidc::authorize).post(oidc::authorize_form),
         )
-        .route("/openid/{app}/token", post(oidc::token))
-        .route("/openid/token", post(oidc::token))
-        .route(
-            "/openid/{app}/userinfo",
-            get(oidc::userinfo).post(oidc::userinfo),
-        )
-        .route("/openid/userinfo", get(oidc::userinfo).post(oidc::userinfo))
-        .route("/openid/{app}/introspect", post(oidc::introspect))
-        .route("/openid/introspect", post(oidc::introspect))
-        .route("/openid/{app}/revoke", post(oidc::revoke))
-        .route("/openid/revoke", post(oidc::revoke))
         .route("/openid/login", get(login_page::page))
         .route("/openid/login/login.js", get(login_page::script))
         .route("/openid/login/login.css", get(login_page::style))
@@ -167,8 +156,26 @@ pub(crate) fn router(state: AppState, limits: Limits) -> Router {
             rate_limit::per_address,
         ));
 
+    // What a relying party's back end calls: limited per address, but with a limit of its own.
+    let relying_party = Router::new()
+        .route("/openid/{app}/token", post(oidc::token))
+        .route("/openid/token", post(oidc::token))
+        .route(
+            "/openid/{app}/userinfo",
+            get(oidc::userinfo).post(oidc::userinfo),
+        )
+        .route("/openid/userinfo", get(oidc::userinfo).post(oidc::userinfo))
+        .route("/openid/{app}/introspect", post(oidc::introspect))
+        .route("/openid/introspect", post(oidc::introspect))
+        .route("/openid/{app}/revoke", post(oidc::revoke))
+        .route("/openid/revoke", post(oidc::revoke))
+        .route_layer(middleware::from_fn_with_state(
+            state.limits.clone(),
+            rate_limit::per_relying_party_address,
+        ));
+
     Router::new()
-        .nest(BASE, api.merge(open))
+        .nest(BASE, api.merge(open).merge(relying_party))
         .route("/health/live", get(ops::live))
         .route("/health/ready", get(ops::ready))
         .route("/metrics", get(ops::metrics))

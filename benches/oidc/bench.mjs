@@ -290,6 +290,7 @@ async function startLatchkey(Pool, connections) {
       '[rate_limits]',
       'per_app = { per_second = 0, burst = 0 }',
       'per_address = { per_second = 0, burst = 0 }',
+      'relying_party_per_address = { per_second = 0, burst = 0 }',
       'login_per_device = { per_second = 0, burst = 0 }',
       '',
     ].join('\n'),

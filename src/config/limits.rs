@@ -46,8 +46,13 @@ impl Rate {
 pub struct RateLimits {
     /// All back-end calls (with an API key) of one application together.
     pub per_app: Rate,
-    /// Calls from one client address on routes without an API key (IPv6 by /64).
+    /// Calls from one client address on routes without an API key (IPv6 by /64), but for
+    /// the relying parties' endpoints below.
     pub per_address: Rate,
+    /// Calls from one client address to the endpoints a relying party's back end calls
+    /// (token, userinfo, introspection, revocation). One back end speaks for all its users
+    /// from one address, so a browser's limit would throttle a busy relying party.
+    pub relying_party_per_address: Rate,
     /// Logins of one device. A real device logs in every few seconds at most; the default only
     /// stops a runaway client (the crash check drives about 40 logins a second per device).
     pub login_per_device: Rate,
@@ -69,6 +74,7 @@ impl Default for RateLimits {
         Self {
             per_app: Rate::new(50_000.0, 100_000),
             per_address: Rate::new(20.0, 100),
+            relying_party_per_address: Rate::new(10_000.0, 20_000),
             login_per_device: Rate::new(100.0, 100),
             otp_generate: Rate::new(0.5, 20),
             otp_validate: Rate::new(2.0, 20),
@@ -80,10 +86,11 @@ impl Default for RateLimits {
 
 impl RateLimits {
     /// Every limit by its config name.
-    pub fn all(&self) -> [(&'static str, Rate); 6] {
+    pub fn all(&self) -> [(&'static str, Rate); 7] {
         [
             ("per_app", self.per_app),
             ("per_address", self.per_address),
+            ("relying_party_per_address", self.relying_party_per_address),
             ("login_per_device", self.login_per_device),
             ("otp_generate", self.otp_generate),
             ("otp_validate", self.otp_validate),

@@ -54,6 +54,16 @@ impl TargetKind {
     }
 }
 
+/// Which per-address limit a route counts against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AddressKind {
+    /// Routes a browser or an app calls.
+    Client,
+    /// The endpoints a relying party's back end calls (token, userinfo, introspection,
+    /// revocation).
+    RelyingParty,
+}
+
 /// Every limiter of a server, and the proxies it believes.
 // Limitation: buckets live in this process's memory, so each node of a cluster allows the
 // full rate and a restart refills every bucket.
@@ -63,6 +73,7 @@ impl TargetKind {
 pub(crate) struct Limiters {
     per_app: Bucket<Uuid>,
     per_address: Bucket<IpAddr>,
+    relying_party: Bucket<IpAddr>,
     login: Bucket<(Uuid, Box<str>)>,
     otp_generate: Bucket<(Uuid, Box<str>)>,
     otp_validate: Bucket<(Uuid, Box<str>)>,
@@ -80,6 +91,10 @@ impl Limiters {
         Ok(Self {
             per_app: Bucket::live("per_app", config.per_app),
             per_address: Bucket::live("per_address", config.per_address),
+            relying_party: Bucket::live(
+                "relying_party_per_address",
+                config.relying_party_per_address,
+            ),
             login: Bucket::live("login_per_device", config.login_per_device),
             otp_generate: Bucket::live("otp_generate", config.otp_generate),
             otp_validate: Bucket::live("otp_validate", config.otp_validate),
@@ -111,7 +126,11 @@ impl Limiters {
 
     /// Counts one call from client address `client` on a route without an API key. IPv6
     /// addresses count by /64, the block one subscriber usually holds.
-    pub(crate) fn check_address(&self, client: IpAddr) -> Result<(), ApiError> {
+    pub(crate) fn check_address(&self, kind: AddressKind, client: IpAddr) -> Result<(), ApiError> {
+        let (limiter, name) = match kind {
+            AddressKind::Client => (&self.per_address, "per_address"),
+            AddressKind::RelyingParty => (&self.relying_party, "relying_party_per_address"),
+        };
         let bucket = match normalise_address(client) {
             IpAddr::V6(v6) => {
                 let mask = u128::MAX << 64;
@@ -119,8 +138,8 @@ impl Limiters {
             }
             v4 => v4,
         };
-        self.per_address.check(&bucket).inspect_err(|_| {
-            tracing::debug!(client = %bucket, limit = "per_address", "rate limited");
+        limiter.check(&bucket).inspect_err(|_| {
+            tracing::debug!(client = %bucket, limit = name, "rate limited");
         })
     }
 
@@ -155,6 +174,7 @@ impl Limiters {
     pub(crate) fn retain_recent(&self) {
         self.per_app.retain_recent();
         self.per_address.retain_recent();
+        self.relying_party.retain_recent();
         self.login.retain_recent();
         self.otp_generate.retain_recent();
         self.otp_validate.retain_recent();
@@ -178,13 +198,26 @@ pub(crate) async fn per_address(
     req: Request,
     next: Next,
 ) -> Response {
+    limit_address(&limits, AddressKind::Client, req, next).await
+}
+
+/// Middleware for the relying parties' endpoints: a bucket per address, of their own limit.
+pub(crate) async fn per_relying_party_address(
+    State(limits): State<Arc<Limiters>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    limit_address(&limits, AddressKind::RelyingParty, req, next).await
+}
+
+async fn limit_address(limits: &Limiters, kind: AddressKind, req: Request, next: Next) -> Response {
     // Without connection info (a router served without it) every caller shares one bucket.
     let peer = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |info| info.0.ip());
     let client = limits.client_address(peer, req.headers());
-    if let Err(refused) = limits.check_address(client) {
+    if let Err(refused) = limits.check_address(kind, client) {
         return refused.into_response();
     }
     next.run(req).await

@@ -184,3 +184,50 @@ async fn the_default_limits_leave_the_attempt_limits_to_end_a_pin() {
         ]
     );
 }
+
+/// POST /openid/token with an unknown code; status, Retry-After, body.
+async fn token_call(app: &TestApp) -> (StatusCode, Option<String>, serde_json::Value) {
+    let resp = app
+        .client
+        .post(format!("{}{BASE}/openid/token", app.base))
+        .basic_auth(app.app.to_string(), Some(&app.api_key))
+        .form(&[("grant_type", "authorization_code"), ("code", "x.y")])
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    let retry = resp
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_owned());
+    (status, retry, resp.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn a_relying_party_s_back_end_has_its_own_per_address_limit() {
+    let app = TestApp::spawn_with(|c| {
+        c.rate_limits.per_address = Rate::new(0.01, 2);
+        c.rate_limits.relying_party_per_address = Rate::new(0.01, 4);
+    })
+    .await;
+
+    // The browser's limit does not hold back the token endpoint...
+    for _ in 0..2 {
+        let (status, _, _) = public_key(&app, None).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let (status, _, _) = public_key(&app, None).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    for _ in 0..4 {
+        let (status, _, body) = token_call(&app).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("invalid_grant")),
+            "{body}"
+        );
+    }
+
+    // ...which has a limit of its own.
+    let (status, retry, body) = token_call(&app).await;
+    assert_limited(status, retry.as_deref(), &body);
+}

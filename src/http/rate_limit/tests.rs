@@ -125,7 +125,15 @@ fn ipv6_clients_share_a_bucket_per_64() {
         ..RateLimits::default()
     };
     let limits = Limiters::new(&config, Vec::new()).unwrap();
-    limits.check_address(ip("2001:db8:1:2::1")).unwrap();
-    assert!(limits.check_address(ip("2001:db8:1:2::ffff")).is_err());
-    limits.check_address(ip("2001:db8:1:3::1")).unwrap();
+    limits
+        .check_address(AddressKind::Client, ip("2001:db8:1:2::1"))
+        .unwrap();
+    assert!(
+        limits
+            .check_address(AddressKind::Client, ip("2001:db8:1:2::ffff"))
+            .is_err()
+    );
+    limits
+        .check_address(AddressKind::Client, ip("2001:db8:1:3::1"))
+        .unwrap();
 }
