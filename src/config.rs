@@ -10,8 +10,8 @@ use latchkey_storage::Durability;
 use serde::Deserialize;
 use uuid::Uuid;
 
-pub(crate) use limits::normalise as normalise_address;
 pub use limits::{Rate, RateLimits, TrustedProxy};
+pub(crate) use limits::{bucket as address_bucket, normalise as normalise_address};
 
 /// The server's configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -36,6 +36,15 @@ pub struct Config {
     pub max_in_flight: usize,
     /// Seconds a shutdown waits for requests in flight before it stops the engine anyway.
     pub shutdown_grace_secs: u64,
+    /// Seconds a client has to send a request's headers (an idle kept-alive connection too);
+    /// then its connection is closed. Stalled clients must not pile up.
+    pub header_read_timeout_secs: u64,
+    /// Seconds a client has to send a request's body; then it gets 408 and the connection
+    /// closes. The body is read before the request takes one of `max_in_flight`'s places.
+    pub body_read_timeout_secs: u64,
+    /// Connections one client address (IPv6: one /64) may hold open at once; more are closed
+    /// as they arrive. Trusted proxies are exempt.
+    pub max_connections_per_address: usize,
     /// Hash keys shared by several nodes (Base64); generated per data directory if absent.
     pub secrets: Option<SecretsConfig>,
     /// Settings of applications without their own section.
@@ -88,6 +97,9 @@ impl Default for Config {
             max_body_bytes: 64 * 1024,
             max_in_flight: 4096,
             shutdown_grace_secs: 10,
+            header_read_timeout_secs: 10,
+            body_read_timeout_secs: 10,
+            max_connections_per_address: 256,
             secrets: None,
             app_defaults: AppSettings::default(),
             apps: HashMap::new(),
@@ -157,10 +169,21 @@ impl Config {
                 .validate()
                 .map_err(|e| ConfigError::Invalid(format!("[apps.\"{app}\"]: {e}")))?;
         }
-        if self.max_in_flight == 0 || self.max_body_bytes == 0 {
-            return Err(ConfigError::Invalid(
-                "max_in_flight and max_body_bytes must be above 0".into(),
-            ));
+        let zeros = [
+            ("max_in_flight", self.max_in_flight == 0),
+            ("max_body_bytes", self.max_body_bytes == 0),
+            (
+                "header_read_timeout_secs",
+                self.header_read_timeout_secs == 0,
+            ),
+            ("body_read_timeout_secs", self.body_read_timeout_secs == 0),
+            (
+                "max_connections_per_address",
+                self.max_connections_per_address == 0,
+            ),
+        ];
+        if let Some((name, _)) = zeros.iter().find(|(_, zero)| *zero) {
+            return Err(ConfigError::Invalid(format!("{name} must be above 0")));
         }
         if let Some(url) = &self.public_url {
             let scheme_ok = url.starts_with("http://") || url.starts_with("https://");

@@ -1,6 +1,7 @@
 //! The HTTP façade: routes of the contract, turned into engine calls, and every failure into
 //! the contract's envelope. No business rules live here.
 
+mod body;
 mod envelope;
 mod extract;
 pub(crate) mod rate_limit;
@@ -22,15 +23,15 @@ use std::sync::{Arc, atomic::AtomicBool};
 use axum::{
     Router,
     extract::{DefaultBodyLimit, MatchedPath, Request},
-    http::header,
     middleware::{self, Next},
-    response::{IntoResponse, Response},
+    response::Response,
     routing::{delete, get, patch, post},
 };
 use latchkey_actors::Engine;
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower_http::trace::TraceLayer;
 
+pub(crate) use body::BodyLimits;
 use envelope::{ApiError, Fault};
 use rate_limit::Limiters;
 use routes::{authentication, device, iam, jwt, login_page, oidc, ops, otp, self_service, user};
@@ -50,7 +51,7 @@ pub(crate) struct AppState {
 /// Limits of the façade.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
-    pub(crate) max_body_bytes: usize,
+    pub(crate) body: BodyLimits,
     pub(crate) max_in_flight: usize,
 }
 
@@ -182,12 +183,12 @@ pub(crate) fn router(state: AppState, limits: Limits) -> Router {
         .fallback(|| async { ApiError::not_found() })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .with_state(state)
-        .layer(DefaultBodyLimit::max(limits.max_body_bytes))
-        .layer(middleware::from_fn(move |req, next| {
-            refuse_large(limits.max_body_bytes, req, next)
-        }))
+        .layer(DefaultBodyLimit::max(limits.body.max_bytes))
         .layer(middleware::from_fn(log_faults))
         .layer(GlobalConcurrencyLimitLayer::new(limits.max_in_flight))
+        .layer(middleware::from_fn(move |req, next| {
+            body::read_whole(limits.body, req, next)
+        }))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
             let route = req
                 .extensions()
@@ -196,24 +197,6 @@ pub(crate) fn router(state: AppState, limits: Limits) -> Router {
             let route = route.as_deref().unwrap_or("?");
             tracing::debug_span!("request", method = %req.method(), route)
         }))
-}
-
-/// Answers 413 from the Content-Length header alone, before a byte of the body is read.
-async fn refuse_large(limit: usize, req: Request, next: Next) -> Response {
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > limit as u64) {
-        let mut response = ApiError::too_large().into_response();
-        response.headers_mut().insert(
-            header::CONNECTION,
-            header::HeaderValue::from_static("close"),
-        );
-        return response;
-    }
-    next.run(req).await
 }
 
 /// Logs our-fault errors once, with the id the client was given.

@@ -12,6 +12,7 @@
 
 pub mod audit;
 pub mod config;
+mod connections;
 mod http;
 mod server;
 

@@ -17,7 +17,8 @@ use uuid::Uuid;
 
 use crate::{
     config::{Config, ConfigError},
-    http::{self, AppState, Limits, rate_limit::Limiters},
+    connections::{self, ConnectionLimits},
+    http::{self, AppState, BodyLimits, Limits, rate_limit::Limiters},
 };
 
 /// A failure to start or stop the server.
@@ -119,8 +120,15 @@ impl Server {
             limits: self.limits.clone(),
         };
         let limits = Limits {
-            max_body_bytes: self.config.max_body_bytes,
+            body: BodyLimits {
+                max_bytes: self.config.max_body_bytes,
+                read_timeout: Duration::from_secs(self.config.body_read_timeout_secs),
+            },
             max_in_flight: self.config.max_in_flight,
+        };
+        let connection_limits = ConnectionLimits {
+            header_read_timeout: Duration::from_secs(self.config.header_read_timeout_secs),
+            per_address: self.config.max_connections_per_address,
         };
         let ready = self.ready.clone();
         let app = http::router(state, limits);
@@ -129,13 +137,17 @@ impl Server {
 
         let signalled = Arc::new(tokio::sync::Notify::new());
         let notify = signalled.clone();
-        // The peer address is what per-address limits count (or what trusted proxies name).
-        let service = app.into_make_service_with_connect_info::<SocketAddr>();
-        let graceful = axum::serve(listener, service).with_graceful_shutdown(async move {
-            shutdown.await;
-            ready.store(false, Ordering::Release);
-            notify.notify_one();
-        });
+        let graceful = connections::serve(
+            listener,
+            app,
+            connection_limits,
+            self.limits.clone(),
+            async move {
+                shutdown.await;
+                ready.store(false, Ordering::Release);
+                notify.notify_one();
+            },
+        );
         // A client that stalls mid-request must not hold the shutdown forever.
         // Limitation: connections still open at the deadline are left to the runtime; the
         // engine stops under them, so they can only get errors.
@@ -148,16 +160,14 @@ impl Server {
                 "requests still open at the deadline"
             );
         };
-        let served = tokio::select! {
-            served = graceful => served,
-            () = deadline => Ok(()),
-        };
+        tokio::select! {
+            () = graceful => {}
+            () = deadline => {}
+        }
 
         sweeper.abort();
         self.ready.store(false, Ordering::Release);
-        let closed = self.engine.shutdown().await;
-        served?;
-        closed?;
+        self.engine.shutdown().await?;
         tracing::info!("stopped; every acknowledged write is on disk");
         Ok(())
     }

@@ -1,7 +1,10 @@
 //! The `[rate_limits]` section and `trusted_proxies`: how fast each kind of caller may go, and
 //! which reverse proxies may name the client address. Enforcing them is the façade's job.
 
-use std::{net::IpAddr, str::FromStr};
+use std::{
+    net::{IpAddr, Ipv6Addr},
+    str::FromStr,
+};
 
 use ipnet::IpNet;
 use serde::{Deserialize, Deserializer, Serialize};
@@ -167,6 +170,15 @@ impl<'de> Deserialize<'de> for TrustedProxy {
 pub(crate) fn normalise(addr: IpAddr) -> IpAddr {
     match addr {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// The bucket a client address counts in: the address itself for IPv4, its /64 for IPv6 (the
+/// block one subscriber usually holds, so that rotating through it buys nothing).
+pub(crate) fn bucket(addr: IpAddr) -> IpAddr {
+    match normalise(addr) {
+        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & (u128::MAX << 64))),
         v4 => v4,
     }
 }

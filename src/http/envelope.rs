@@ -81,6 +81,15 @@ impl ApiError {
         )
     }
 
+    /// 408: the body did not arrive in time.
+    pub(crate) fn body_too_slow() -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "AN-HTTP-1008",
+            "The request body did not arrive in time",
+        )
+    }
+
     pub(crate) fn not_json() -> Self {
         Self::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,

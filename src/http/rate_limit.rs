@@ -7,7 +7,7 @@
 //! decided where the route is built (`http.rs`) or in its handler.
 
 use std::{
-    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    net::{IpAddr, Ipv4Addr, SocketAddr},
     num::NonZeroU32,
     sync::Arc,
     time::Duration,
@@ -28,7 +28,9 @@ use governor::{
 use uuid::Uuid;
 
 use super::envelope::ApiError;
-use crate::config::{ConfigError, Rate, RateLimits, TrustedProxy, normalise_address};
+use crate::config::{
+    ConfigError, Rate, RateLimits, TrustedProxy, address_bucket, normalise_address,
+};
 
 /// What a per-target limit counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,13 +133,7 @@ impl Limiters {
             AddressKind::Client => (&self.per_address, "per_address"),
             AddressKind::RelyingParty => (&self.relying_party, "relying_party_per_address"),
         };
-        let bucket = match normalise_address(client) {
-            IpAddr::V6(v6) => {
-                let mask = u128::MAX << 64;
-                IpAddr::V6(Ipv6Addr::from(u128::from(v6) & mask))
-            }
-            v4 => v4,
-        };
+        let bucket = address_bucket(client);
         limiter.check(&bucket).inspect_err(|_| {
             tracing::debug!(client = %bucket, limit = name, "rate limited");
         })
@@ -181,7 +177,8 @@ impl Limiters {
         self.login_page.retain_recent();
     }
 
-    fn is_trusted(&self, addr: IpAddr) -> bool {
+    /// Whether `addr` is one of the configured reverse proxies.
+    pub(crate) fn is_trusted(&self, addr: IpAddr) -> bool {
         self.trusted.iter().any(|proxy| proxy.contains(addr))
     }
 }

@@ -6,10 +6,10 @@ use std::time::Duration;
 use latchkey::BASE;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::AsyncWriteExt as _;
 use uuid::Uuid;
 
-use crate::helpers::{Device, TestApp, code};
+use crate::helpers::{Device, TestApp, code, read_until};
 
 /// One bad request and the answer the contract gives it.
 struct Attempt {
@@ -432,25 +432,12 @@ async fn raw_exchange(app: &TestApp, request: &[u8]) -> (u16, Value) {
     // when it closes the connection (which would reset it).
     stream.write_all(request).await.unwrap();
 
-    let mut received = Vec::new();
-    let read = async {
-        let mut buf = [0u8; 4096];
-        loop {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => received.extend_from_slice(&buf[..n]),
-            }
-            if let Some(answer) = complete_answer(&received) {
-                return Some(answer);
-            }
-        }
-        complete_answer(&received)
-    };
     // A guard against a hang, not a timing assumption: a right server answers at once.
-    let answer = tokio::time::timeout(Duration::from_secs(20), read)
+    let read = read_until(&mut stream, |bytes| complete_answer(bytes).is_some());
+    let received = tokio::time::timeout(Duration::from_secs(20), read)
         .await
         .expect("the server did not answer before the body was complete");
-    answer.unwrap_or_else(|| {
+    complete_answer(&received).unwrap_or_else(|| {
         panic!(
             "incomplete answer: {:?}",
             String::from_utf8_lossy(&received)

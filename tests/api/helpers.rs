@@ -281,3 +281,22 @@ fn init_log() {
         let _ = tracing_subscriber::fmt().with_test_writer().try_init();
     }
 }
+
+/// Reads from `stream` until `done` says what arrived is enough, or the peer closes (or
+/// resets) the connection; returns what arrived.
+pub(crate) async fn read_until(
+    stream: &mut tokio::net::TcpStream,
+    done: impl Fn(&[u8]) -> bool,
+) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+
+    let mut received = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !done(&received) {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => received.extend_from_slice(&buf[..n]),
+        }
+    }
+    received
+}
