@@ -86,6 +86,8 @@ pub struct Tokens {
     pub device_uuid: Uuid,
     /// The user.
     pub user_uuid: Uuid,
+    /// The device session the access token belongs to.
+    pub sid: Uuid,
 }
 
 /// The caller behind a valid, unrevoked access token.
@@ -1042,6 +1044,7 @@ impl Engine {
             auth_key_uuid: grant.auth_key_uuid,
             device_uuid: grant.device,
             user_uuid: grant.user,
+            sid: grant.sid,
         })
     }
 

@@ -21,7 +21,9 @@ mod tokens;
 
 use std::sync::Arc;
 
-use latchkey_storage::records::{AuthRequestRecord, ClientRecord, CodeRecord, GrantRecord};
+use latchkey_storage::records::{
+    AuthRequestRecord, ClientRecord, CodeRecord, DeviceSession, FamilyRecord, GrantRecord,
+};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -445,6 +447,10 @@ impl Engine {
             amr: proof.amr(),
             deadline: now + app.settings.authorization_code_ttl_secs,
             family: None,
+            session: Some(DeviceSession {
+                device: tokens.device_uuid,
+                sid: tokens.sid,
+            }),
         };
         let code_id2 = code_id.clone();
         self.inner
@@ -518,7 +524,7 @@ impl Engine {
             return Err(OAuthError::invalid_token());
         }
         let user = self
-            .live_user(family.user)
+            .live_user(&family)
             .await?
             .ok_or_else(OAuthError::invalid_token)?;
         let mails_tokens = app.settings.delivery.channel == Channel::Smtp;
@@ -552,7 +558,7 @@ impl Engine {
         if let Some((app, claims, family)) = self.check_access_token(token).await?
             && app.uuid == client.app
         {
-            if self.live_user(family.user).await?.is_none() {
+            if self.live_user(&family).await?.is_none() {
                 return Ok(inactive);
             }
             return Ok(json!({
@@ -572,7 +578,7 @@ impl Engine {
             && family.app == client.app
             && !family.revoked
             && family.deadline > self.now()
-            && let Some(view) = self.live_user(family.user).await?
+            && let Some(view) = self.live_user(&family).await?
         {
             return Ok(json!({
                 "active": true,
@@ -793,7 +799,7 @@ impl Engine {
             Err(GrantFailure::Invalid(why)) => return Err(OAuthError::invalid_grant(why)),
             Err(GrantFailure::Scope) => return Err(OAuthError::invalid_grant("scope")),
         };
-        if self.live_user(exchanged.family.user).await?.is_none() {
+        if self.live_user(&exchanged.family).await?.is_none() {
             self.revoke_family(&exchanged.family_id).await?;
             return Err(OAuthError::invalid_grant("the user is locked or gone"));
         }
@@ -855,7 +861,7 @@ impl Engine {
                 ));
             }
         };
-        if self.live_user(family.user).await?.is_none() {
+        if self.live_user(&family).await?.is_none() {
             self.revoke_family(family_id).await?;
             return Err(OAuthError::invalid_grant("the user is locked or gone"));
         }
@@ -877,7 +883,7 @@ impl Engine {
     fn respond(
         &self,
         app: &Application,
-        family: &latchkey_storage::records::FamilyRecord,
+        family: &FamilyRecord,
         family_id: &str,
         refresh_secret: &str,
         nonce: Option<&str>,
@@ -924,14 +930,8 @@ impl Engine {
     async fn check_access_token(
         &self,
         token: &str,
-    ) -> std::result::Result<
-        Option<(
-            Arc<Application>,
-            ClientAccessClaims,
-            latchkey_storage::records::FamilyRecord,
-        )>,
-        OAuthError,
-    > {
+    ) -> std::result::Result<Option<(Arc<Application>, ClientAccessClaims, FamilyRecord)>, OAuthError>
+    {
         let Ok(kid) = kid_of(token) else {
             return Ok(None);
         };
@@ -984,8 +984,7 @@ impl Engine {
     async fn current_refresh_token<'t>(
         &self,
         token: &'t str,
-    ) -> std::result::Result<Option<(&'t str, latchkey_storage::records::FamilyRecord)>, OAuthError>
-    {
+    ) -> std::result::Result<Option<(&'t str, FamilyRecord)>, OAuthError> {
         let Some((family_id, secret)) = token.split_once('.') else {
             return Ok(None);
         };
@@ -1003,7 +1002,7 @@ impl Engine {
     async fn peek_family(
         &self,
         family_id: &str,
-    ) -> std::result::Result<Option<latchkey_storage::records::FamilyRecord>, OAuthError> {
+    ) -> std::result::Result<Option<FamilyRecord>, OAuthError> {
         if family_id.len() != 32 {
             return Ok(None);
         }
@@ -1037,15 +1036,32 @@ impl Engine {
             .map_err(|e| OAuthError::from_engine(&e))
     }
 
-    /// The user, unless deleted or locked by an administrator.
+    /// The grant's user, unless deleted or locked by an administrator, or unless the device
+    /// session the user signed in with has ended (logout, a lock or removal of the device, a
+    /// new PIN): a relying party's session lasts no longer than the one it came from.
     async fn live_user(
         &self,
-        user: Uuid,
+        family: &FamilyRecord,
     ) -> std::result::Result<Option<crate::UserView>, OAuthError> {
-        match self.call_user(user, UserMsg::View).await {
-            Ok(view) if !view.locked => Ok(Some(view)),
-            Ok(_) | Err(Error::UserNotFound) => Ok(None),
-            Err(e) => Err(OAuthError::from_engine(&e)),
+        let view = match self.call_user(family.user, UserMsg::View).await {
+            Ok(view) if !view.locked => view,
+            Ok(_) | Err(Error::UserNotFound) => return Ok(None),
+            Err(e) => return Err(OAuthError::from_engine(&e)),
+        };
+        let Some(DeviceSession { device, sid }) = family.session else {
+            return Ok(Some(view));
+        };
+        let session = self
+            .call_user(family.user, |reply| UserMsg::CheckSession {
+                device,
+                sid,
+                reply,
+            })
+            .await;
+        match session {
+            Ok(()) => Ok(Some(view)),
+            Err(e @ (Error::Unavailable | Error::Internal(_))) => Err(OAuthError::from_engine(&e)),
+            Err(_) => Ok(None),
         }
     }
 }

@@ -9,7 +9,9 @@ use crate::Record;
 
 mod oidc;
 
-pub use oidc::{AuthRequestRecord, ClientRecord, CodeRecord, FamilyRecord, GrantRecord};
+pub use oidc::{
+    AuthRequestRecord, ClientRecord, CodeRecord, DeviceSession, FamilyRecord, GrantRecord,
+};
 
 /// Server-wide keys for keyed hashes, generated at first start. Key `"secrets"` in `Meta`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -30,10 +30,12 @@ mod oidc_flow;
 mod oidc_keys;
 mod oidc_login_page;
 mod oidc_redirects;
+mod oidc_sessions;
 mod otp;
 mod rate_limits;
 mod restart;
 mod secrets_in_logs;
+mod slow_clients;
 mod supervision;
 mod usernames;
 

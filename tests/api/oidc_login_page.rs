@@ -284,6 +284,11 @@ async fn a_login_whose_hold_ran_out_can_neither_finish_nor_free_the_next_one_s()
         auth_key_uuid: uuid::Uuid::new_v4(),
         device_uuid: device.device_uuid.parse().unwrap(),
         user_uuid: device.user_uuid.parse().unwrap(),
+        sid: claims_of(&device.token)["sid"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap(),
     };
     let late = engine
         .oidc_finish(slow, Ok(tokens.clone()), Proof::DevicePin)

@@ -396,6 +396,7 @@ impl GrantState {
             revoked: false,
             created: r.now,
             deadline: r.family_deadline,
+            session: code.session,
         };
         let mut used = code.clone();
         used.family = Some(r.family_id.clone());

@@ -116,6 +116,19 @@ pub struct CodeRecord {
     pub deadline: u64,
     /// The family its exchange started; set once used, so that a second use revokes it.
     pub family: Option<String>,
+    /// The device session the user signed in with; its end (logout, lock, removal, a new
+    /// PIN) ends the grant. Absent in records written before grants were bound to one.
+    #[serde(default)]
+    pub session: Option<DeviceSession>,
+}
+
+/// A device and its session id (`sid`), as the device's own access tokens carry them.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DeviceSession {
+    /// deviceUuid.
+    pub device: Uuid,
+    /// The session.
+    pub sid: Uuid,
 }
 
 /// A refresh-token family: every rotation of one code exchange's refresh token.
@@ -147,4 +160,7 @@ pub struct FamilyRecord {
     pub created: u64,
     /// Epoch seconds: the family's refresh tokens stop working then.
     pub deadline: u64,
+    /// As [`CodeRecord::session`].
+    #[serde(default)]
+    pub session: Option<DeviceSession>,
 }
