@@ -41,12 +41,40 @@ pub(crate) fn check_for_registration(uri: &str) -> Result<()> {
     if !parsed.username().is_empty() || parsed.password().is_some() {
         return Err(invalid("must not carry user information"));
     }
-    if parsed.as_str() != uri {
+    if parsed.as_str() != uri || !normal_percent_encoding(uri) {
         return Err(invalid(
-            "must be written in normal form (lower-case scheme and host, a path, no dot segments)",
+            "must be written in normal form (lower-case scheme and host, a path, no dot \
+             segments, upper-case percent-encoding of reserved characters only)",
         ));
     }
     Ok(())
+}
+
+/// RFC 3986 6.2.2: percent-encodings in upper case, and none of an unreserved character (which
+/// browsers and libraries decode). A URI written otherwise has a twin that means the same and
+/// would not match it byte for byte.
+fn normal_percent_encoding(uri: &str) -> bool {
+    let bytes = uri.as_bytes();
+    let mut at = 0;
+    while let Some(offset) = bytes
+        .get(at..)
+        .and_then(|rest| rest.iter().position(|&b| b == b'%'))
+    {
+        let start = at + offset;
+        let Some(&[high, low]) = bytes.get(start + 1..start + 3) else {
+            return false;
+        };
+        let hex = |b: u8| matches!(b, b'0'..=b'9' | b'A'..=b'F');
+        if !hex(high) || !hex(low) {
+            return false;
+        }
+        let decoded = u8::from_str_radix(&uri[start + 1..start + 3], 16).unwrap_or(b'%');
+        if decoded.is_ascii_alphanumeric() || matches!(decoded, b'-' | b'.' | b'_' | b'~') {
+            return false;
+        }
+        at = start + 3;
+    }
+    true
 }
 
 /// Adds query parameters to a redirect URI, keeping any query it already has.
@@ -80,6 +108,7 @@ mod tests {
         assert!(check_for_registration("https://rp.example/cb").is_ok());
         assert!(check_for_registration("https://rp.example/cb?x=1").is_ok());
         assert!(check_for_registration("com.example.app:/callback").is_ok());
+        assert!(check_for_registration("https://rp.example/a%2Fb?next=%2Fhome%20page").is_ok());
         for bad in [
             "",
             "/cb",
@@ -91,6 +120,9 @@ mod tests {
             "https://RP.example/cb",
             "https://rp.example/a/../cb",
             "https://rp.example",
+            "https://rp.example/%7Eme/cb",
+            "https://rp.example/a%2fb",
+            "https://rp.example/cb?x=%41",
         ] {
             assert!(check_for_registration(bad).is_err(), "{bad}");
         }
