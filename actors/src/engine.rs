@@ -463,6 +463,48 @@ impl Engine {
         })
     }
 
+    /// Sign-up for callers who must not learn whether a username is taken (the login page,
+    /// which anyone can call): a taken username gets the same answer as a new one, and its
+    /// owner an e-mail saying someone tried. Needs a delivery channel (the new user's token
+    /// is never returned).
+    ///
+    /// # Errors
+    ///
+    /// Validation and storage errors, as [`Engine::sign_up`], but never
+    /// [`Error::UsernameTaken`].
+    pub async fn sign_up_quietly(&self, app: &Application, request: SignUp) -> Result<()> {
+        let username = Username::parse(&request.username)?;
+        match self.sign_up(app, request).await {
+            Ok(_) => Ok(()),
+            Err(Error::UsernameTaken) => self.tell_owner_of(app, &username).await,
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn tell_owner_of(&self, app: &Application, username: &Username) -> Result<()> {
+        // The user may have been deleted since the sign-up found it: then nobody is told.
+        let Some(user) = self.lookup(app.uuid, username)? else {
+            return Ok(());
+        };
+        let view = match self.call_user(user, UserMsg::View).await {
+            Ok(view) => view,
+            Err(Error::UserNotFound) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let notice = Outgoing {
+            kind: MessageKind::AccountExists,
+            user: Some(user),
+            username: Some(view.username),
+            email: Some(view.email),
+            mobile: view.mobile_number,
+            purpose: None,
+            secret: String::new(),
+        };
+        self.deliver(app, notice).await?;
+        tracing::info!(app_id = %app.uuid, user_id = %user, "sign-up with a taken username; its owner is told");
+        Ok(())
+    }
+
     /// Adds a pending device to a user and delivers its activation token (or returns it when
     /// the application has no delivery channel).
     ///

@@ -64,6 +64,8 @@ pub(crate) enum MessageKind {
     // Reserved for Silent MFA, which has no routes yet.
     #[allow(dead_code)]
     MagicLink,
+    /// Someone tried to sign up with the user's username; carries no secret.
+    AccountExists,
 }
 
 impl MessageKind {
@@ -75,6 +77,7 @@ impl MessageKind {
             MessageKind::ResetPin => "reset_pin",
             MessageKind::Otp => "otp",
             MessageKind::MagicLink => "magic_link",
+            MessageKind::AccountExists => "account_exists",
         }
     }
 
@@ -85,6 +88,7 @@ impl MessageKind {
             MessageKind::ResetPin => OutboxKind::ResetPin,
             MessageKind::Otp => OutboxKind::Otp,
             MessageKind::MagicLink => OutboxKind::MagicLink,
+            MessageKind::AccountExists => OutboxKind::AccountExists,
         }
     }
 }

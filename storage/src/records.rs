@@ -277,6 +277,8 @@ pub enum OutboxKind {
     Otp,
     /// A Silent MFA verification link.
     MagicLink,
+    /// A notice that someone tried to sign up with a taken username (no secret).
+    AccountExists,
 }
 
 /// A queued message, rendered once at enqueue time so that every try sends the same bytes.

@@ -449,10 +449,9 @@ async fn page_sign_up_then_activation_with_the_mailed_token_ends_in_a_code() {
     let new = json!({"username": "Mailed", "email": "mailed@example.test"});
     let (status, body) = page(&op, "sign-up", Some(&txid), Some(&new)).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert!(body["userUuid"].is_string(), "{body}");
     assert!(
-        body.get("activationToken").is_none(),
-        "the token goes by mail only: {body}"
+        body.get("activationToken").is_none() && body.get("userUuid").is_none(),
+        "the token goes by mail only, and nothing says the name was free: {body}"
     );
 
     let token = mailed_token(&sink, "mailed@example.test").await;
@@ -490,6 +489,54 @@ async fn page_sign_up_then_activation_with_the_mailed_token_ends_in_a_code() {
     let (status, body) = page(&op, "login", Some(&txid), Some(&login_body(&device))).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert!(body["redirectTo"].is_string(), "{body}");
+}
+
+#[tokio::test]
+async fn page_sign_up_answers_a_taken_username_as_a_free_one_and_tells_its_owner() {
+    let mail = tempfile::tempdir().unwrap();
+    let sink = SmtpSink::start(mail.path()).await;
+    let port = sink.port;
+    let op = Provider::spawn_with(|c: &mut Config| {
+        c.app_defaults.open_signup = Some(true);
+        c.app_defaults.delivery = smtp(port);
+    })
+    .await;
+    let owner = json!({"applicationUuid": op.app.app, "username": "Owner",
+                       "email": "owner@example.test"});
+    let (status, resp) = op.app.backend("/self-service/user", &owner).await;
+    assert_eq!(status, StatusCode::OK, "{resp}");
+    let owner_token = mailed_token(&sink, "owner@example.test").await;
+    let txid = op.begin(&op.authz()).await;
+
+    let free = json!({"username": "Newcomer", "email": "newcomer@example.test"});
+    let free = page(&op, "sign-up", Some(&txid), Some(&free)).await;
+    let taken = json!({"username": "OWNER", "email": "thief@example.test"});
+    let taken = page(&op, "sign-up", Some(&txid), Some(&taken)).await;
+
+    assert_eq!(free.0, StatusCode::OK, "{}", free.1);
+    assert_eq!(taken, free, "a taken username answers as a free one");
+    let notice = nth_mail_to(&sink, "owner@example.test", 2).await;
+    assert!(notice.contains("tried to sign up"), "{notice}");
+    let (_, notice_body) = notice.split_once("\r\n\r\n").unwrap();
+    assert!(
+        !notice_body
+            .split(|c: char| !c.is_ascii_digit())
+            .any(|run| run.len() >= 6),
+        "the notice carries no code: {notice_body}"
+    );
+    mailed_token(&sink, "newcomer@example.test").await;
+    assert!(
+        !sink
+            .messages()
+            .iter()
+            .any(|m| m.contains("thief@example.test")),
+        "nothing goes to the address the caller typed"
+    );
+
+    // The owner's account is as it was: its pending activation still works.
+    let device = Device::new("Owner");
+    let (status, resp) = op.app.activate(&device, &owner_token).await;
+    assert_eq!(status, StatusCode::OK, "{resp}");
 }
 
 #[tokio::test]
@@ -549,20 +596,13 @@ async fn assert_no_user(op: &Provider, username: &str) {
 
 /// The six-digit token of the newest mail to `to`.
 async fn mailed_token(sink: &SmtpSink, to: &str) -> String {
+    nth_mail_to(sink, to, 1).await;
     let envelope = format!("X-Envelope-To: {to}");
-    let found = std::cell::RefCell::new(None);
-    eventually_within("the activation mail", Duration::from_secs(20), || {
-        let mail = sink
-            .messages()
-            .into_iter()
-            .rev()
-            .find(|m| m.starts_with(&envelope));
-        let arrived = mail.is_some();
-        *found.borrow_mut() = mail;
-        async move { arrived }
-    })
-    .await;
-    let mail = found.into_inner().unwrap();
+    let mail = sink
+        .messages()
+        .into_iter()
+        .rfind(|m| m.starts_with(&envelope))
+        .unwrap();
     let body = mail
         .split_once("\r\n\r\n")
         .map_or(mail.as_str(), |(_, b)| b);
@@ -570,4 +610,22 @@ async fn mailed_token(sink: &SmtpSink, to: &str) -> String {
         .find(|run| run.len() == 6)
         .unwrap_or_else(|| panic!("no token in {body}"))
         .to_owned()
+}
+
+/// The `n`th mail (from 1) the sink received for `to`, once it has arrived.
+async fn nth_mail_to(sink: &SmtpSink, to: &str, n: usize) -> String {
+    let envelope = format!("X-Envelope-To: {to}");
+    let found = std::cell::RefCell::new(None);
+    eventually_within("the mail", Duration::from_secs(20), || {
+        let mail = sink
+            .messages()
+            .into_iter()
+            .filter(|m| m.starts_with(&envelope))
+            .nth(n - 1);
+        let arrived = mail.is_some();
+        *found.borrow_mut() = mail;
+        async move { arrived }
+    })
+    .await;
+    found.into_inner().unwrap()
 }

@@ -36,6 +36,13 @@ fn builtin(kind: MessageKind) -> (&'static str, &'static str) {
             "Open this link to confirm your sign-in to {app}:\n\n{token}\n\n\
              If you did not try to sign in, you can ignore this message.\n",
         ),
+        MessageKind::AccountExists => (
+            "Someone tried to sign up to {app} as {username}",
+            "Hello {username},\n\nSomeone, perhaps you, tried to sign up to {app} with your \
+             username. You already have an account: to use it in a new browser or on a new \
+             device, choose to add this device; if you forgot your PIN, reset it.\n\n\
+             If it was not you, you can ignore this message: nothing has changed.\n",
+        ),
     }
 }
 
@@ -48,6 +55,7 @@ pub(super) fn render(templates: &Templates, message: &Outgoing, app: &str) -> (S
         MessageKind::ResetPin => &templates.reset_pin,
         MessageKind::Otp => &templates.otp.all,
         MessageKind::MagicLink => &templates.magic_link,
+        MessageKind::AccountExists => &templates.account_exists,
     };
     let purpose_template = match (message.kind, message.purpose.as_deref()) {
         (MessageKind::Otp, Some(purpose)) => templates.otp.purposes.get(purpose),
@@ -135,10 +143,13 @@ pub(super) fn event(id: Uuid, app: Uuid, message: &Outgoing, now: u64) -> String
         }
     }
     let secret_key = match message.kind {
-        MessageKind::Otp => "otp",
-        _ => "token",
+        MessageKind::Otp => Some("otp"),
+        MessageKind::AccountExists => None,
+        _ => Some("token"),
     };
-    event.insert(secret_key.into(), Value::String(message.secret.clone()));
+    if let Some(key) = secret_key {
+        event.insert(key.into(), Value::String(message.secret.clone()));
+    }
     event.insert("createdAt".into(), Value::from(now));
     Value::Object(event).to_string()
 }
@@ -182,6 +193,31 @@ mod tests {
             assert!(subject.contains("Acme"), "{kind:?}: {subject}");
             assert!(!subject.contains('{') && !body.contains('{'), "{kind:?}");
         }
+    }
+
+    #[test]
+    fn the_account_exists_notice_names_the_user_and_carries_no_secret() {
+        let message = Outgoing {
+            kind: MessageKind::AccountExists,
+            purpose: None,
+            secret: String::new(),
+            ..otp("login")
+        };
+
+        let (subject, body) = render(&Templates::default(), &message, "Acme");
+        let event: Value =
+            serde_json::from_str(&event(Uuid::nil(), Uuid::nil(), &message, 1)).unwrap();
+
+        assert!(
+            subject.contains("Ada") && subject.contains("Acme"),
+            "{subject}"
+        );
+        assert!(body.contains("Hello Ada") && !body.contains('{'), "{body}");
+        assert_eq!(event["type"], "account_exists");
+        assert!(
+            event.get("token").is_none() && event.get("otp").is_none(),
+            "{event}"
+        );
     }
 
     #[test]

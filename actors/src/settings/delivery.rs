@@ -218,6 +218,8 @@ pub struct Templates {
     pub otp: OtpTemplates,
     /// The Silent MFA verification link.
     pub magic_link: Template,
+    /// The notice to a user whose username someone tried to sign up with.
+    pub account_exists: Template,
 }
 
 /// `[delivery.templates.otp]` holds `subject` and `body` for every purpose, and

@@ -419,8 +419,10 @@
   function goConfirm(notice) {
     const pending = state.pending;
     const intros = {
-      'activate-user': `We sent a code to ${pending.email}. Enter it and choose a PIN for ` +
-        'this browser.',
+      'activate-user': `If the username ${pending.username} was free, we sent a code to ` +
+        `${pending.email}: enter it and choose a PIN for this browser. If it is already ` +
+        'yours, its e-mail address got a note instead: go back and add this browser as a ' +
+        'device.',
       'activate-device': `We sent a code to the e-mail address of ${pending.username}. ` +
         'Enter it and choose a PIN for this browser.',
       'reset-pin': `We sent a code to the e-mail address of ${pending.username}. Enter it ` +

@@ -106,8 +106,9 @@ pub(crate) async fn sign_up(
         email: req.email,
         mobile_number: None,
     };
-    let created = state.engine.sign_up(&app, request).await?;
-    Ok(success(json!({"userUuid": created.user_uuid})))
+    // The same answer whether or not the username is taken: this route is open to anyone.
+    state.engine.sign_up_quietly(&app, request).await?;
+    Ok(success(json!({})))
 }
 
 #[derive(Debug, Deserialize)]
