@@ -41,10 +41,17 @@ pub(crate) fn check_for_registration(uri: &str) -> Result<()> {
     if !parsed.username().is_empty() || parsed.password().is_some() {
         return Err(invalid("must not carry user information"));
     }
-    if parsed.as_str() != uri || !normal_percent_encoding(uri) {
+    // The url crate lower-cases the host of http(s) URIs only; a custom scheme's host, a
+    // host's trailing dot and an empty query are twins it leaves as written.
+    let twin_host = parsed
+        .host_str()
+        .is_some_and(|h| h.ends_with('.') || h.bytes().any(|b| b.is_ascii_uppercase()));
+    let empty_query = parsed.query() == Some("");
+    if parsed.as_str() != uri || !normal_percent_encoding(uri) || twin_host || empty_query {
         return Err(invalid(
             "must be written in normal form (lower-case scheme and host, a path, no dot \
-             segments, upper-case percent-encoding of reserved characters only)",
+             segments, no empty query, upper-case percent-encoding of reserved characters \
+             only)",
         ));
     }
     Ok(())
@@ -123,6 +130,9 @@ mod tests {
             "https://rp.example/%7Eme/cb",
             "https://rp.example/a%2fb",
             "https://rp.example/cb?x=%41",
+            "https://rp.example./cb",
+            "https://rp.example/cb?",
+            "myapp://RP.Example/cb",
         ] {
             assert!(check_for_registration(bad).is_err(), "{bad}");
         }
