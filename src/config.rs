@@ -45,6 +45,9 @@ pub struct Config {
     /// Connections one client address (IPv6: one /64) may hold open at once; more are closed
     /// as they arrive. Trusted proxies are exempt.
     pub max_connections_per_address: usize,
+    /// Connections open at once, from everyone; more are closed as they arrive. Lowered at
+    /// start to fit the process's open-file limit.
+    pub max_connections: usize,
     /// Hash keys shared by several nodes (Base64); generated per data directory if absent.
     pub secrets: Option<SecretsConfig>,
     /// Settings of applications without their own section.
@@ -100,6 +103,7 @@ impl Default for Config {
             header_read_timeout_secs: 10,
             body_read_timeout_secs: 10,
             max_connections_per_address: 256,
+            max_connections: 16_384,
             secrets: None,
             app_defaults: AppSettings::default(),
             apps: HashMap::new(),
@@ -181,6 +185,7 @@ impl Config {
                 "max_connections_per_address",
                 self.max_connections_per_address == 0,
             ),
+            ("max_connections", self.max_connections == 0),
         ];
         if let Some((name, _)) = zeros.iter().find(|(_, zero)| *zero) {
             return Err(ConfigError::Invalid(format!("{name} must be above 0")));

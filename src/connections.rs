@@ -31,6 +31,35 @@ pub(crate) struct ConnectionLimits {
     pub(crate) header_read_timeout: Duration,
     /// Open connections per client address (IPv6: per /64).
     pub(crate) per_address: usize,
+    /// Open connections in all.
+    pub(crate) total: usize,
+}
+
+/// Largest read buffer of a connection, and so of a request's head: hyper's default (about
+/// 400 KiB) let each stalled connection hold that much; no request of this API needs a tenth.
+const MAX_BUFFER: usize = 64 * 1024;
+
+/// File descriptors kept for the store, the listener and the log, out of the open-file limit.
+const RESERVED_FILES: u64 = 512;
+
+/// The configured connection cap, lowered if the process's open-file limit cannot hold it
+/// (accepting would then fail for everyone, however fairly the connections were shared).
+pub(crate) fn fit_to_file_limit(configured: usize) -> usize {
+    let Ok((soft, _)) = rlimit::getrlimit(rlimit::Resource::NOFILE) else {
+        return configured;
+    };
+    let room = usize::try_from(soft.saturating_sub(RESERVED_FILES)).unwrap_or(usize::MAX);
+    if room >= configured {
+        return configured;
+    }
+    let fitted = room.max(64);
+    tracing::warn!(
+        configured,
+        fitted,
+        open_file_limit = soft,
+        "max_connections lowered to fit the open-file limit (raise it: ulimit -n, LimitNOFILE=)"
+    );
+    fitted
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves; then stops accepting, asks every
@@ -49,8 +78,11 @@ pub(crate) async fn serve(
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(MAX_BUFFER)
+        // A client may send its request and shut its side (`nc -N`): it still gets the answer.
+        .half_close(true)
         .keep_alive(true);
-    let open = OpenConnections::new(limits.per_address);
+    let open = OpenConnections::new(limits.per_address, limits.total);
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
 
@@ -66,17 +98,10 @@ pub(crate) async fn serve(
             () = &mut shutdown => break,
         };
 
-        // A trusted proxy carries many clients on its connections; it is not capped.
-        let slot = if proxies.is_trusted(peer.ip()) {
-            None
-        } else {
-            match open.admit(peer.ip()) {
-                Some(slot) => Some(slot),
-                None => {
-                    tracing::debug!(client = %address_bucket(peer.ip()), "too many connections");
-                    continue;
-                }
-            }
+        // A trusted proxy carries many clients on its connections: only the total counts it.
+        let Some(slot) = open.admit(peer.ip(), !proxies.is_trusted(peer.ip())) else {
+            tracing::debug!(client = %address_bucket(peer.ip()), "too many connections");
+            continue;
         };
         let _ = stream.set_nodelay(true);
 
@@ -117,36 +142,52 @@ async fn pause_after(error: &io::Error) {
     tokio::time::sleep(Duration::from_millis(50)).await;
 }
 
-/// Open connections per client address.
+/// Open connections, per client address and in all.
 #[derive(Debug, Clone)]
 struct OpenConnections {
-    counts: Arc<Mutex<HashMap<IpAddr, usize>>>,
-    cap: usize,
+    counts: Arc<Mutex<Counts>>,
+    per_address: usize,
+    total: usize,
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    by_address: HashMap<IpAddr, usize>,
+    total: usize,
 }
 
 /// One admitted connection; dropping it frees its place.
 #[derive(Debug)]
 struct Slot {
-    counts: Arc<Mutex<HashMap<IpAddr, usize>>>,
-    bucket: IpAddr,
+    counts: Arc<Mutex<Counts>>,
+    /// The address it counts against, unless exempt.
+    bucket: Option<IpAddr>,
 }
 
 impl OpenConnections {
-    fn new(cap: usize) -> Self {
+    fn new(per_address: usize, total: usize) -> Self {
         Self {
             counts: Arc::default(),
-            cap,
+            per_address,
+            total,
         }
     }
 
-    fn admit(&self, peer: IpAddr) -> Option<Slot> {
-        let bucket = address_bucket(peer);
+    /// A place for a connection from `peer`, counted against its address when `capped`.
+    fn admit(&self, peer: IpAddr, capped: bool) -> Option<Slot> {
         let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-        let count = counts.entry(bucket).or_default();
-        if *count >= self.cap {
+        if counts.total >= self.total {
             return None;
         }
-        *count += 1;
+        let bucket = capped.then(|| address_bucket(peer));
+        if let Some(bucket) = bucket {
+            let count = counts.by_address.entry(bucket).or_default();
+            if *count >= self.per_address {
+                return None;
+            }
+            *count += 1;
+        }
+        counts.total += 1;
         Some(Slot {
             counts: self.counts.clone(),
             bucket,
@@ -157,10 +198,13 @@ impl OpenConnections {
 impl Drop for Slot {
     fn drop(&mut self) {
         let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(count) = counts.get_mut(&self.bucket) {
+        counts.total = counts.total.saturating_sub(1);
+        if let Some(bucket) = self.bucket
+            && let Some(count) = counts.by_address.get_mut(&bucket)
+        {
             *count -= 1;
             if *count == 0 {
-                counts.remove(&self.bucket);
+                counts.by_address.remove(&bucket);
             }
         }
     }
@@ -172,29 +216,55 @@ mod tests {
 
     #[test]
     fn an_address_gets_its_cap_and_a_place_back_when_one_closes() {
-        let open = OpenConnections::new(2);
+        let open = OpenConnections::new(2, 100);
         let peer: IpAddr = "192.0.2.1".parse().unwrap();
-        let first = open.admit(peer).unwrap();
-        let _second = open.admit(peer).unwrap();
-        assert!(open.admit(peer).is_none());
-        assert!(open.admit("192.0.2.2".parse().unwrap()).is_some());
+        let first = open.admit(peer, true).unwrap();
+        let _second = open.admit(peer, true).unwrap();
+        assert!(open.admit(peer, true).is_none());
+        assert!(open.admit("192.0.2.2".parse().unwrap(), true).is_some());
 
         drop(first);
-        assert!(open.admit(peer).is_some());
+        assert!(open.admit(peer, true).is_some());
     }
 
     #[test]
     fn an_ipv6_subscriber_s_whole_block_counts_as_one() {
-        let open = OpenConnections::new(1);
-        let _held = open.admit("2001:db8::1".parse().unwrap()).unwrap();
-        assert!(open.admit("2001:db8::ffff:2".parse().unwrap()).is_none());
-        assert!(open.admit("2001:db8:0:1::1".parse().unwrap()).is_some());
+        let open = OpenConnections::new(1, 100);
+        let _held = open.admit("2001:db8::1".parse().unwrap(), true).unwrap();
+        assert!(
+            open.admit("2001:db8::ffff:2".parse().unwrap(), true)
+                .is_none()
+        );
+        assert!(
+            open.admit("2001:db8:0:1::1".parse().unwrap(), true)
+                .is_some()
+        );
     }
 
     #[test]
-    fn closed_addresses_leave_nothing_behind() {
-        let open = OpenConnections::new(4);
-        drop(open.admit("192.0.2.9".parse().unwrap()));
-        assert!(open.counts.lock().unwrap().is_empty());
+    fn the_total_caps_every_address_and_exempt_ones_too() {
+        let open = OpenConnections::new(2, 3);
+        let held: Vec<_> = ["192.0.2.1", "192.0.2.2", "192.0.2.3"]
+            .iter()
+            .map(|a| open.admit(a.parse().unwrap(), true).unwrap())
+            .collect();
+        assert!(open.admit("192.0.2.4".parse().unwrap(), true).is_none());
+        assert!(
+            open.admit("10.0.0.1".parse().unwrap(), false).is_none(),
+            "a proxy too"
+        );
+
+        drop(held);
+        let proxy: IpAddr = "10.0.0.1".parse().unwrap();
+        let _through_proxy: Vec<_> = (0..3).map(|_| open.admit(proxy, false).unwrap()).collect();
+    }
+
+    #[test]
+    fn closed_connections_leave_nothing_behind() {
+        let open = OpenConnections::new(4, 4);
+        drop(open.admit("192.0.2.9".parse().unwrap(), true));
+        drop(open.admit("10.0.0.1".parse().unwrap(), false));
+        let counts = open.counts.lock().unwrap();
+        assert!(counts.by_address.is_empty() && counts.total == 0);
     }
 }

@@ -325,6 +325,12 @@ fn load_config(
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    // Every connection is a file descriptor; the soft limit (often 1024) would run out long
+    // before memory does. The hard limit is what the administrator allows.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::debug!(open_file_limit = limit, "open-file limit raised"),
+        Err(error) => tracing::warn!(error = %error, "cannot raise the open-file limit"),
+    }
     let listen = config.listen;
     let data_dir = config.data_dir.clone();
     let server = Server::build(config)

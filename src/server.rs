@@ -129,6 +129,7 @@ impl Server {
         let connection_limits = ConnectionLimits {
             header_read_timeout: Duration::from_secs(self.config.header_read_timeout_secs),
             per_address: self.config.max_connections_per_address,
+            total: connections::fit_to_file_limit(self.config.max_connections),
         };
         let ready = self.ready.clone();
         let app = http::router(state, limits);

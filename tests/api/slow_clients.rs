@@ -102,27 +102,45 @@ async fn one_address_holds_at_most_its_share_of_connections() {
         c.header_read_timeout_secs = 600;
     })
     .await;
+
+    assert_capped_at(&app, 3).await;
+}
+
+#[tokio::test]
+async fn the_server_holds_at_most_max_connections_in_all() {
+    let app = TestApp::spawn_with(|c| {
+        c.max_connections = 2;
+        c.header_read_timeout_secs = 600;
+    })
+    .await;
+
+    assert_capped_at(&app, 2).await;
+}
+
+/// `cap` kept-alive connections are served, one more is closed unserved, and closing one
+/// lets the next in.
+async fn assert_capped_at(app: &TestApp, cap: usize) {
     let mut held = Vec::new();
-    for _ in 0..3 {
-        let mut stream = connect(&app).await;
+    for _ in 0..cap {
+        let mut stream = connect(app).await;
         stream.write_all(&live_request()).await.unwrap();
         assert!(read_answer(&mut stream).await.starts_with("HTTP/1.1 200"));
         held.push(stream);
     }
 
-    let mut fourth = connect(&app).await;
-    let _ = fourth.write_all(&live_request()).await;
-    let answer = read_until_closed(&mut fourth).await;
+    let mut over = connect(app).await;
+    let _ = over.write_all(&live_request()).await;
+    let answer = read_until_closed(&mut over).await;
     assert!(
         answer.is_empty(),
-        "a fourth connection is closed unserved: {answer:?}"
+        "one over the cap is closed unserved: {answer:?}"
     );
 
     // A closed connection gives its place back (once the server has seen it close).
     drop(held.pop());
     let served = async {
         loop {
-            let mut stream = connect(&app).await;
+            let mut stream = connect(app).await;
             let _ = stream.write_all(&live_request()).await;
             if read_answer(&mut stream).await.starts_with("HTTP/1.1 200") {
                 break;
@@ -133,6 +151,18 @@ async fn one_address_holds_at_most_its_share_of_connections() {
     tokio::time::timeout(GUARD, served)
         .await
         .expect("a freed place is given to the next connection");
+}
+
+#[tokio::test]
+async fn a_client_that_shuts_its_side_after_the_request_still_gets_the_answer() {
+    let app = TestApp::spawn().await;
+    let mut stream = connect(&app).await;
+
+    stream.write_all(&live_request()).await.unwrap();
+    stream.shutdown().await.unwrap();
+    let answer = read_until_closed(&mut stream).await;
+
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
 }
 
 async fn connect(app: &TestApp) -> TcpStream {
