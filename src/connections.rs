@@ -1,7 +1,8 @@
-//! Accepting connections: HTTP/1.1 served by hyper with a header-read deadline, and a cap on
-//! the connections one client address holds. A client that opens connections and then stalls
-//! (partial headers, an idle keep-alive) must cost a bounded amount and go away on its own,
-//! or a single address could starve every other client of sockets.
+//! Accepting connections: HTTP/1.1 served by hyper with a header-read deadline, a bounded read
+//! buffer, and caps on the connections one client address, and everyone together, hold open.
+//! A client that opens connections and then stalls (partial headers, an idle keep-alive) must
+//! cost a bounded amount and go away on its own, or a few addresses could starve every other
+//! client of sockets (file descriptors run out long before memory does).
 
 use std::{
     collections::HashMap,
