@@ -72,6 +72,13 @@ impl Server {
     pub async fn build_with_clock(config: Config, clock: Clock) -> Result<Self, ServerError> {
         let limits = Limiters::new(&config.rate_limits, config.trusted_proxies.clone())?;
         let engine = Engine::open(config.engine_options(clock)?).await?;
+        for app in config.apps.keys().filter(|app| engine.app(**app).is_err()) {
+            tracing::warn!(
+                app_id = %app,
+                "the config's [apps] section names no application of this data directory: \
+                 its settings apply to nothing"
+            );
+        }
         Ok(Self {
             engine,
             config,

@@ -44,6 +44,10 @@ use crate::{
     user::UserMsg,
 };
 
+/// Why a grant stopped working though nobody revoked it.
+const SIGN_IN_ENDED: &str =
+    "the sign-in this grant came from has ended (logout, a lock, a new PIN or removal)";
+
 /// Longest `state`, `nonce` or `login_hint` accepted: enough for any real client, small
 /// enough that a request cannot bloat a stored grant.
 pub const MAX_PARAM_BYTES: usize = 1024;
@@ -801,7 +805,7 @@ impl Engine {
         };
         if self.live_user(&exchanged.family).await?.is_none() {
             self.revoke_family(&exchanged.family_id).await?;
-            return Err(OAuthError::invalid_grant("the user is locked or gone"));
+            return Err(OAuthError::invalid_grant(SIGN_IN_ENDED));
         }
 
         self.audit().record(
@@ -863,7 +867,7 @@ impl Engine {
         };
         if self.live_user(&family).await?.is_none() {
             self.revoke_family(family_id).await?;
-            return Err(OAuthError::invalid_grant("the user is locked or gone"));
+            return Err(OAuthError::invalid_grant(SIGN_IN_ENDED));
         }
         let app = self
             .app(family.app)
