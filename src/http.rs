@@ -2,6 +2,7 @@
 //! the contract's envelope. No business rules live here.
 
 mod body;
+mod cors;
 mod envelope;
 mod extract;
 pub(crate) mod rate_limit;
@@ -118,15 +119,23 @@ pub(crate) fn router(state: AppState, limits: Limits) -> Router {
         )
         .route("/iam/user/{user}/otp", post(iam::issue_otp));
 
+    // Public documents a relying party's page may read from any origin.
+    let documents = Router::new()
+        .route(
+            "/openid/{app}/.well-known/openid-configuration",
+            cors::preflight(get(oidc::discovery)),
+        )
+        .route("/openid/{app}/jwks", cors::preflight(get(oidc::jwks_of)))
+        .route("/openid/jwks", cors::preflight(get(oidc::jwks)))
+        .route_layer(cors::documents())
+        .route_layer(middleware::from_fn_with_state(
+            state.limits.clone(),
+            rate_limit::per_address,
+        ));
+
     // Routes without an API key or bearer token: limited per client address.
     let open = Router::new()
         .route("/jwt/public-key", get(jwt::public_key))
-        .route(
-            "/openid/{app}/.well-known/openid-configuration",
-            get(oidc::discovery),
-        )
-        .route("/openid/{app}/jwks", get(oidc::jwks_of))
-        .route("/openid/jwks", get(oidc::jwks))
         .route(
             "/openid/{app}/auth",
             get(oidc::authorize).post(oidc::authorize_form),
@@ -159,24 +168,34 @@ pub(crate) fn router(state: AppState, limits: Limits) -> Router {
 
     // What a relying party's back end calls: limited per address, but with a limit of its own.
     let relying_party = Router::new()
-        .route("/openid/{app}/token", post(oidc::token))
-        .route("/openid/token", post(oidc::token))
+        .route("/openid/{app}/token", cors::preflight(post(oidc::token)))
+        .route("/openid/token", cors::preflight(post(oidc::token)))
         .route(
             "/openid/{app}/userinfo",
-            get(oidc::userinfo).post(oidc::userinfo),
+            cors::preflight(get(oidc::userinfo).post(oidc::userinfo)),
         )
-        .route("/openid/userinfo", get(oidc::userinfo).post(oidc::userinfo))
-        .route("/openid/{app}/introspect", post(oidc::introspect))
-        .route("/openid/introspect", post(oidc::introspect))
-        .route("/openid/{app}/revoke", post(oidc::revoke))
-        .route("/openid/revoke", post(oidc::revoke))
+        .route(
+            "/openid/userinfo",
+            cors::preflight(get(oidc::userinfo).post(oidc::userinfo)),
+        )
+        .route(
+            "/openid/{app}/introspect",
+            cors::preflight(post(oidc::introspect)),
+        )
+        .route(
+            "/openid/introspect",
+            cors::preflight(post(oidc::introspect)),
+        )
+        .route("/openid/{app}/revoke", cors::preflight(post(oidc::revoke)))
+        .route("/openid/revoke", cors::preflight(post(oidc::revoke)))
+        .route_layer(cors::relying_party(state.engine.clone()))
         .route_layer(middleware::from_fn_with_state(
             state.limits.clone(),
             rate_limit::per_relying_party_address,
         ));
 
     Router::new()
-        .nest(BASE, api.merge(open).merge(relying_party))
+        .nest(BASE, api.merge(documents).merge(open).merge(relying_party))
         .route("/health/live", get(ops::live))
         .route("/health/ready", get(ops::ready))
         .route("/metrics", get(ops::metrics))

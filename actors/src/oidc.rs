@@ -636,6 +636,13 @@ impl Engine {
         Ok(())
     }
 
+    /// Whether a browser page at `origin` may call the token, userinfo and revocation
+    /// endpoints: it must be the origin of a redirect URI some client registered (a
+    /// single-page application's own origin), as those endpoints' answers are for it alone.
+    pub fn oidc_cors_origin_allowed(&self, origin: &str) -> bool {
+        self.clients().is_redirect_origin(origin)
+    }
+
     /// The discovery document of an application's issuer.
     ///
     /// # Errors

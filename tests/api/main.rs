@@ -26,6 +26,7 @@ mod lockout;
 mod node_clients;
 mod oidc_clients;
 mod oidc_codes;
+mod oidc_cors;
 mod oidc_flow;
 mod oidc_keys;
 mod oidc_login_page;

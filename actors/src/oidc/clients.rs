@@ -5,7 +5,7 @@
 //! read without a mailbox hop, like the applications.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     sync::{Arc, RwLock},
 };
 
@@ -51,6 +51,9 @@ pub(crate) enum ClientAuthError {
 #[derive(Debug, Default)]
 pub(crate) struct Clients {
     by_id: RwLock<HashMap<String, Arc<ClientRecord>>>,
+    /// Origins (`scheme://host[:port]`) of every registered redirect URI: the web pages that
+    /// may call the token, userinfo and revocation endpoints from a browser.
+    origins: RwLock<HashSet<String>>,
 }
 
 impl Clients {
@@ -60,9 +63,18 @@ impl Clients {
             let record = ClientRecord::decode(&bytes)?;
             map.insert(record.client_id.clone(), Arc::new(record));
         }
+        let origins = origins_of(map.values());
         Ok(Self {
             by_id: RwLock::new(map),
+            origins: RwLock::new(origins),
         })
+    }
+
+    /// Whether `origin` is the origin of a redirect URI some client registered.
+    pub(crate) fn is_redirect_origin(&self, origin: &str) -> bool {
+        self.origins
+            .read()
+            .is_ok_and(|origins| origins.contains(origin))
     }
 
     /// The client named `client_id`: a registered one, or an application's default client.
@@ -191,9 +203,24 @@ impl Clients {
         let record = Arc::new(record);
         if let Ok(mut map) = self.by_id.write() {
             map.insert(record.client_id.clone(), record.clone());
+            let origins = origins_of(map.values());
+            if let Ok(mut known) = self.origins.write() {
+                *known = origins;
+            }
         }
         Ok(record)
     }
+}
+
+/// The web origins of the clients' redirect URIs; custom schemes (apps) have none.
+fn origins_of<'a>(clients: impl Iterator<Item = &'a Arc<ClientRecord>>) -> HashSet<String> {
+    clients
+        .flat_map(|client| client.redirect_uris.iter())
+        .filter_map(|uri| url::Url::parse(uri).ok())
+        .map(|url| url.origin())
+        .filter(url::Origin::is_tuple)
+        .map(|origin| origin.ascii_serialization())
+        .collect()
 }
 
 /// An application's own client: confidential, authenticated by the API key.
