@@ -10,8 +10,10 @@
 //! Presenting an old one again (a copy in an attacker's hands, or a client that lost a race)
 //! revokes the whole family: its refresh token and every access token it issued. A family
 //! remembers its last 64 refresh tokens; one older than that is refused as unknown without
-//! revoking the family. A family
-//! lives `refresh_token_ttl_secs` from its code exchange; rotation does not extend it.
+//! revoking the family. With `refresh_token_reuse_grace_secs` set, the token the last rotation
+//! replaced may rotate once more within that window (a client retrying a lost answer). A
+//! family lives `refresh_token_ttl_secs` from its code exchange; rotation does not extend it.
+//! A family also ends with the device session its user signed in with.
 
 mod clients;
 mod grant;
@@ -839,6 +841,11 @@ impl Engine {
         let now = self.now();
         let new_secret = random_secret().map_err(|e| OAuthError::from_engine(&e))?;
         let (secret, client_id) = (secret.to_owned(), client.client_id.clone());
+        let grace = self
+            .app(client.app)
+            .map_err(|e| OAuthError::from_engine(&e))?
+            .settings
+            .refresh_token_reuse_grace_secs;
         let outcome = self
             .inner
             .grants
@@ -848,6 +855,7 @@ impl Engine {
                 scope: params.scope.clone(),
                 new_secret: new_secret.clone(),
                 now,
+                grace,
                 reply,
             })
             .await

@@ -92,6 +92,10 @@ pub struct AppSettings {
     /// Lifetime of a refresh-token family from its code exchange, in seconds (rotation does
     /// not extend it).
     pub refresh_token_ttl_secs: u64,
+    /// Seconds after a refresh during which the refresh token it replaced may be presented
+    /// once more (a client retrying a refresh whose answer was lost) and rotate again instead
+    /// of revoking the grant. 0 (default): any reuse revokes.
+    pub refresh_token_reuse_grace_secs: u64,
 }
 
 impl AppSettings {
@@ -102,7 +106,7 @@ impl AppSettings {
     ///
     /// A message naming the first setting out of range.
     pub fn validate(&self) -> std::result::Result<(), String> {
-        let checks: [(&str, bool); 9] = [
+        let checks: [(&str, bool); 10] = [
             (
                 "token_digits must be 4 to 12",
                 (4..=12).contains(&self.token_digits),
@@ -138,6 +142,10 @@ impl AppSettings {
                 ]
                 .iter()
                 .all(|t| *t >= 1),
+            ),
+            (
+                "refresh_token_reuse_grace_secs must be at most 300",
+                self.refresh_token_reuse_grace_secs <= 300,
             ),
             (
                 "authorization_code_ttl_secs must be at most 600 (RFC 6749 4.1.2)",
@@ -181,6 +189,7 @@ impl Default for AppSettings {
             authorization_code_ttl_secs: 60,
             id_token_ttl_secs: 3600,
             refresh_token_ttl_secs: 30 * 24 * 3600,
+            refresh_token_reuse_grace_secs: 0,
         }
     }
 }

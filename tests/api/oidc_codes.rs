@@ -349,6 +349,45 @@ async fn a_refresh_rotates_and_a_reused_refresh_token_revokes_the_family() {
 }
 
 #[tokio::test]
+async fn with_a_grace_period_a_lost_refresh_answer_can_be_retried_once_soon_after() {
+    let op = Provider::spawn_with(|c| c.app_defaults.refresh_token_reuse_grace_secs = 10).await;
+    let mut device = op.app.new_device("Flaky").await;
+    let first = op.tokens(&mut device, &op.authz()).await;
+    let old = first["refresh_token"].as_str().unwrap();
+    let (status, lost) = op.refresh(old, &op.basic()).await;
+    assert_eq!(status, StatusCode::OK, "{lost}");
+
+    // The client never got `lost` and tries again with the old token: a new rotation.
+    let (status, retried) = op.refresh(old, &op.basic()).await;
+    assert_eq!(status, StatusCode::OK, "{retried}");
+    let current = retried["refresh_token"].as_str().unwrap();
+    assert_live(&op, &retried).await;
+    let (status, next) = op.refresh(current, &op.basic()).await;
+    assert_eq!(status, StatusCode::OK, "the retried chain goes on: {next}");
+
+    // A second retry is a reuse: the family goes.
+    let answer = op.refresh(old, &op.basic()).await;
+    assert_oauth_error(&answer, StatusCode::BAD_REQUEST, "invalid_grant", "reuse");
+    assert_revoked(&op, &next, "the family after a reuse").await;
+}
+
+#[tokio::test]
+async fn after_the_grace_period_a_reused_refresh_token_revokes_the_family() {
+    let op = Provider::spawn_with(|c| c.app_defaults.refresh_token_reuse_grace_secs = 10).await;
+    let mut device = op.app.new_device("Late").await;
+    let first = op.tokens(&mut device, &op.authz()).await;
+    let old = first["refresh_token"].as_str().unwrap();
+    let (status, second) = op.refresh(old, &op.basic()).await;
+    assert_eq!(status, StatusCode::OK, "{second}");
+
+    op.app.clock.advance(11);
+    let answer = op.refresh(old, &op.basic()).await;
+
+    assert_oauth_error(&answer, StatusCode::BAD_REQUEST, "invalid_grant", "reuse");
+    assert_revoked(&op, &second, "the family after a late reuse").await;
+}
+
+#[tokio::test]
 async fn a_refresh_refused_for_its_scope_does_not_use_the_refresh_token_up() {
     // A refresh may narrow the scope (RFC 6749 6) but not widen it. A refused request must
     // change nothing, or the client's retry with the same token looks like a reuse and loses

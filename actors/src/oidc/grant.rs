@@ -64,6 +64,8 @@ struct RefreshAsk<'a> {
     scope: Option<&'a str>,
     new_secret: &'a str,
     now: u64,
+    /// Seconds after a rotation during which the token it replaced still rotates once more.
+    grace: u64,
 }
 
 /// What a code exchange must match. Its `Debug` shows no secret.
@@ -122,6 +124,8 @@ pub(crate) enum GrantMsg {
         scope: Option<String>,
         new_secret: String,
         now: u64,
+        /// The application's `refresh_token_reuse_grace_secs`.
+        grace: u64,
         reply: RpcReplyPort<Result<std::result::Result<FamilyRecord, GrantFailure>>>,
     },
     /// Whether an access token of the family is still good.
@@ -243,6 +247,7 @@ impl Actor for GrantActor {
                 scope,
                 new_secret,
                 now,
+                grace,
                 reply,
             } => {
                 let asked = RefreshAsk {
@@ -251,6 +256,7 @@ impl Actor for GrantActor {
                     scope: scope.as_deref(),
                     new_secret: &new_secret,
                     now,
+                    grace,
                 };
                 let result = state.refresh(asked).await;
                 let _ = reply.send(result);
@@ -395,6 +401,7 @@ impl GrantState {
             revoked_jtis: Vec::new(),
             revoked: false,
             created: r.now,
+            rotated_at: r.now,
             deadline: r.family_deadline,
             session: code.session,
         };
@@ -431,6 +438,7 @@ impl GrantState {
             scope,
             new_secret,
             now,
+            grace,
         } = ask;
         let Some(GrantRecord::Family(family)) = &self.record else {
             return Ok(Err(GrantFailure::Invalid("unknown refresh token")));
@@ -448,15 +456,25 @@ impl GrantState {
         );
         if !current {
             let hash = secrets.hash(Purpose::RefreshToken, secret.as_bytes());
+            // The client retrying a refresh whose answer it never got: it presents the token
+            // the last rotation replaced, soon after. Opt-in, as a thief who is quick enough
+            // gets the same pass.
+            let retry = now < family.rotated_at.saturating_add(grace)
+                && family
+                    .previous_hashes
+                    .last()
+                    .is_some_and(|h| crate::crypto::same(h, &hash));
             let old = family
                 .previous_hashes
                 .iter()
                 .any(|h| crate::crypto::same(h, &hash));
-            if old && !family.revoked {
+            if old && !retry && !family.revoked {
                 self.revoke().await?;
                 return Ok(Err(GrantFailure::Replayed { family: None }));
             }
-            return Ok(Err(GrantFailure::Invalid("unknown refresh token")));
+            if !retry {
+                return Ok(Err(GrantFailure::Invalid("unknown refresh token")));
+            }
         }
         if family.revoked || family.deadline <= now {
             return Ok(Err(GrantFailure::Invalid(
@@ -474,6 +492,7 @@ impl GrantState {
             next.previous_hashes.remove(0);
         }
         next.current_hash = secrets.hash(Purpose::RefreshToken, new_secret.as_bytes());
+        next.rotated_at = now;
         next.generation += 1;
         next.revoked_jtis.retain(|(_, exp)| *exp > now);
         self.put(GrantRecord::Family(next.clone())).await?;

@@ -163,4 +163,7 @@ pub struct FamilyRecord {
     /// As [`CodeRecord::session`].
     #[serde(default)]
     pub session: Option<DeviceSession>,
+    /// Epoch seconds: when the current refresh token was issued.
+    #[serde(default)]
+    pub rotated_at: u64,
 }
