@@ -127,11 +127,12 @@ pub(crate) fn router(state: AppState, limits: Limits) -> Router {
         )
         .route("/openid/{app}/jwks", cors::preflight(get(oidc::jwks_of)))
         .route("/openid/jwks", cors::preflight(get(oidc::jwks)))
-        .route_layer(cors::documents())
+        // CORS outside the limit, so that a 429 is readable by the page that got it.
         .route_layer(middleware::from_fn_with_state(
             state.limits.clone(),
             rate_limit::per_address,
-        ));
+        ))
+        .route_layer(cors::documents());
 
     // Routes without an API key or bearer token: limited per client address.
     let open = Router::new()
@@ -188,11 +189,11 @@ pub(crate) fn router(state: AppState, limits: Limits) -> Router {
         )
         .route("/openid/{app}/revoke", cors::preflight(post(oidc::revoke)))
         .route("/openid/revoke", cors::preflight(post(oidc::revoke)))
-        .route_layer(cors::relying_party(state.engine.clone()))
         .route_layer(middleware::from_fn_with_state(
             state.limits.clone(),
             rate_limit::per_relying_party_address,
-        ));
+        ))
+        .route_layer(cors::relying_party(state.engine.clone()));
 
     Router::new()
         .nest(BASE, api.merge(documents).merge(open).merge(relying_party))

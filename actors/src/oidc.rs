@@ -46,6 +46,15 @@ use crate::{
     user::UserMsg,
 };
 
+/// Which of a family's refresh tokens a lookup accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Held {
+    /// The one a refresh would rotate now.
+    Current,
+    /// Any the family remembers, rotated out or not.
+    Ever,
+}
+
 /// Why a grant stopped working though nobody revoked it.
 const SIGN_IN_ENDED: &str =
     "the sign-in this grant came from has ended (logout, a lock, a new PIN or removal)";
@@ -580,7 +589,7 @@ impl Engine {
                 "jti": claims.jti,
             }));
         }
-        if let Some((_, family)) = self.current_refresh_token(token).await?
+        if let Some((_, family)) = self.refresh_token(token, Held::Current).await?
             && family.app == client.app
             && !family.revoked
             && family.deadline > self.now()
@@ -629,7 +638,9 @@ impl Engine {
             }
             return Ok(());
         }
-        if let Some((family_id, family)) = self.current_refresh_token(token).await?
+        // A rotated-out token revokes too: whoever holds it (a client whose refresh answer was
+        // lost, or a thief) means the grant to end.
+        if let Some((family_id, family)) = self.refresh_token(token, Held::Ever).await?
             && family.client_id == client.client_id
         {
             self.revoke_family(family_id).await?;
@@ -999,10 +1010,12 @@ impl Engine {
         }
     }
 
-    /// The family whose current refresh token `token` is, read without rotating it.
-    async fn current_refresh_token<'t>(
+    /// The family `token` is a refresh token of (its current one, or with [`Held::Ever`] any
+    /// it remembers), read without rotating it.
+    async fn refresh_token<'t>(
         &self,
         token: &'t str,
+        held: Held,
     ) -> std::result::Result<Option<(&'t str, FamilyRecord)>, OAuthError> {
         let Some((family_id, secret)) = token.split_once('.') else {
             return Ok(None);
@@ -1010,12 +1023,18 @@ impl Engine {
         let Some(family) = self.peek_family(family_id).await? else {
             return Ok(None);
         };
-        let current = self.inner.ctx.secrets.verify(
-            Purpose::RefreshToken,
-            secret.as_bytes(),
-            Some(&family.current_hash),
-        );
-        Ok(current.then_some((family_id, family)))
+        let hash = self
+            .inner
+            .ctx
+            .secrets
+            .hash(Purpose::RefreshToken, secret.as_bytes());
+        let known = crate::crypto::same(&family.current_hash, &hash)
+            || (held == Held::Ever
+                && family
+                    .previous_hashes
+                    .iter()
+                    .any(|h| crate::crypto::same(h, &hash)));
+        Ok(known.then_some((family_id, family)))
     }
 
     async fn peek_family(

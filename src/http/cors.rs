@@ -27,6 +27,7 @@ pub(crate) fn documents() -> CorsLayer {
     CorsLayer::new()
         .allow_origin(Any)
         .allow_methods([Method::GET])
+        .expose_headers([header::RETRY_AFTER])
         .max_age(PREFLIGHT_MAX_AGE)
 }
 
@@ -47,5 +48,7 @@ pub(crate) fn relying_party(engine: Engine) -> CorsLayer {
         .allow_origin(AllowOrigin::predicate(allowed))
         .allow_methods([Method::GET, Method::POST])
         .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        // What a page needs to read of an error: why its token failed, when to try again.
+        .expose_headers([header::WWW_AUTHENTICATE, header::RETRY_AFTER])
         .max_age(PREFLIGHT_MAX_AGE)
 }

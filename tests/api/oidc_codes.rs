@@ -350,14 +350,10 @@ async fn a_refresh_rotates_and_a_reused_refresh_token_revokes_the_family() {
 
 #[tokio::test]
 async fn with_a_grace_period_a_lost_refresh_answer_can_be_retried_once_soon_after() {
-    let op = Provider::spawn_with(|c| c.app_defaults.refresh_token_reuse_grace_secs = 10).await;
-    let mut device = op.app.new_device("Flaky").await;
-    let first = op.tokens(&mut device, &op.authz()).await;
+    let (op, first, _lost) = refreshed_once("Flaky", 10).await;
     let old = first["refresh_token"].as_str().unwrap();
-    let (status, lost) = op.refresh(old, &op.basic()).await;
-    assert_eq!(status, StatusCode::OK, "{lost}");
 
-    // The client never got `lost` and tries again with the old token: a new rotation.
+    // The client never got `_lost` and tries again with the old token: a new rotation.
     let (status, retried) = op.refresh(old, &op.basic()).await;
     assert_eq!(status, StatusCode::OK, "{retried}");
     let current = retried["refresh_token"].as_str().unwrap();
@@ -372,19 +368,55 @@ async fn with_a_grace_period_a_lost_refresh_answer_can_be_retried_once_soon_afte
 }
 
 #[tokio::test]
-async fn after_the_grace_period_a_reused_refresh_token_revokes_the_family() {
-    let op = Provider::spawn_with(|c| c.app_defaults.refresh_token_reuse_grace_secs = 10).await;
-    let mut device = op.app.new_device("Late").await;
-    let first = op.tokens(&mut device, &op.authz()).await;
+async fn after_a_retry_the_token_the_lost_answer_carried_is_a_reuse() {
+    let (op, first, lost) = refreshed_once("Twice", 10).await;
+
+    // The window holds for the whole tenth second.
+    op.app.clock.advance(10);
     let old = first["refresh_token"].as_str().unwrap();
-    let (status, second) = op.refresh(old, &op.basic()).await;
-    assert_eq!(status, StatusCode::OK, "{second}");
+    let (status, retried) = op.refresh(old, &op.basic()).await;
+    assert_eq!(status, StatusCode::OK, "{retried}");
+    let answer = op
+        .refresh(lost["refresh_token"].as_str().unwrap(), &op.basic())
+        .await;
+
+    assert_oauth_error(&answer, StatusCode::BAD_REQUEST, "invalid_grant", "reuse");
+    assert_revoked(&op, &retried, "the family after the lost token turned up").await;
+}
+
+#[tokio::test]
+async fn revoking_a_rotated_out_refresh_token_revokes_its_family() {
+    let (op, first, second) = refreshed_once("Revoker", 0).await;
+
+    op.revoke(first["refresh_token"].as_str().unwrap()).await;
+
+    assert_revoked(&op, &second, "the family of a revoked old token").await;
+}
+
+#[tokio::test]
+async fn after_the_grace_period_a_reused_refresh_token_revokes_the_family() {
+    let (op, first, second) = refreshed_once("Late", 10).await;
 
     op.app.clock.advance(11);
-    let answer = op.refresh(old, &op.basic()).await;
+    let answer = op
+        .refresh(first["refresh_token"].as_str().unwrap(), &op.basic())
+        .await;
 
     assert_oauth_error(&answer, StatusCode::BAD_REQUEST, "invalid_grant", "reuse");
     assert_revoked(&op, &second, "the family after a late reuse").await;
+}
+
+/// A provider with the given refresh grace, and a grant refreshed once: its first tokens and
+/// the refresh's answer.
+async fn refreshed_once(name: &str, grace: u64) -> (Provider, Value, Value) {
+    let op = Provider::spawn_with(|c| c.app_defaults.refresh_token_reuse_grace_secs = grace).await;
+    let mut device = op.app.new_device(name).await;
+    let first = op.tokens(&mut device, &op.authz()).await;
+    let (status, second) = op
+        .refresh(first["refresh_token"].as_str().unwrap(), &op.basic())
+        .await;
+    assert_eq!(status, StatusCode::OK, "{second}");
+    (op, first, second)
 }
 
 #[tokio::test]

@@ -53,6 +53,39 @@ async fn a_registered_origin_may_exchange_a_code_from_the_browser() {
 }
 
 #[tokio::test]
+async fn a_rate_limited_answer_is_readable_by_the_page_that_got_it() {
+    let op = Provider::spawn_with(|c| {
+        c.rate_limits.relying_party_per_address = latchkey::config::Rate::new(0.01, 1);
+    })
+    .await;
+
+    let mut last = None;
+    for _ in 0..3 {
+        let response = op
+            .http
+            .get(op.endpoint("userinfo"))
+            .header("origin", RP_ORIGIN)
+            .bearer_auth("not-a-token")
+            .send()
+            .await
+            .unwrap();
+        last = Some(response);
+    }
+    let response = last.unwrap();
+
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(allowed_origin(response.headers()), Some(RP_ORIGIN));
+    let exposed = response.headers()["access-control-expose-headers"]
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(
+        exposed.contains("retry-after") && exposed.contains("www-authenticate"),
+        "{exposed}"
+    );
+}
+
+#[tokio::test]
 async fn another_origin_gets_no_permission() {
     let op = Provider::spawn().await;
 

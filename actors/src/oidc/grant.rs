@@ -402,6 +402,7 @@ impl GrantState {
             revoked: false,
             created: r.now,
             rotated_at: r.now,
+            retried: false,
             deadline: r.family_deadline,
             session: code.session,
         };
@@ -457,9 +458,12 @@ impl GrantState {
         if !current {
             let hash = secrets.hash(Purpose::RefreshToken, secret.as_bytes());
             // The client retrying a refresh whose answer it never got: it presents the token
-            // the last rotation replaced, soon after. Opt-in, as a thief who is quick enough
-            // gets the same pass.
-            let retry = now < family.rotated_at.saturating_add(grace)
+            // the last rotation replaced, soon after (whole seconds: the window is at least
+            // `grace`). Opt-in, as a thief who is quick enough gets the same pass. Once only:
+            // after a retry, the token the lost answer carried is a reuse like any other.
+            let retry = !family.retried
+                && now <= family.rotated_at.saturating_add(grace)
+                && grace > 0
                 && family
                     .previous_hashes
                     .last()
@@ -476,6 +480,7 @@ impl GrantState {
                 return Ok(Err(GrantFailure::Invalid("unknown refresh token")));
             }
         }
+        let retried = !current;
         if family.revoked || family.deadline <= now {
             return Ok(Err(GrantFailure::Invalid(
                 "the refresh token is revoked or expired",
@@ -493,6 +498,7 @@ impl GrantState {
         }
         next.current_hash = secrets.hash(Purpose::RefreshToken, new_secret.as_bytes());
         next.rotated_at = now;
+        next.retried = retried;
         next.generation += 1;
         next.revoked_jtis.retain(|(_, exp)| *exp > now);
         self.put(GrantRecord::Family(next.clone())).await?;

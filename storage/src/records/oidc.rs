@@ -166,4 +166,8 @@ pub struct FamilyRecord {
     /// Epoch seconds: when the current refresh token was issued.
     #[serde(default)]
     pub rotated_at: u64,
+    /// The current refresh token came from a retry of a lost refresh: the token it replaced
+    /// gets no retry of its own.
+    #[serde(default)]
+    pub retried: bool,
 }
