@@ -501,7 +501,11 @@ impl Engine {
             secret: String::new(),
         };
         self.deliver(app, notice).await?;
-        tracing::info!(app_id = %app.uuid, user_id = %user, "sign-up with a taken username; its owner is told");
+        tracing::info!(
+            app_id = %app.uuid,
+            user_id = %user,
+            "sign-up with a taken username; its owner is told"
+        );
         Ok(())
     }
 

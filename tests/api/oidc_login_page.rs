@@ -437,12 +437,7 @@ async fn page_sign_up_and_other_mailed_steps_are_403_when_nothing_delivers() {
 async fn page_sign_up_then_activation_with_the_mailed_token_ends_in_a_code() {
     let mail = tempfile::tempdir().unwrap();
     let sink = SmtpSink::start(mail.path()).await;
-    let port = sink.port;
-    let op = Provider::spawn_with(|c: &mut Config| {
-        c.app_defaults.open_signup = Some(true);
-        c.app_defaults.delivery = smtp(port);
-    })
-    .await;
+    let op = open_provider_mailing_to(&sink).await;
     let a = op.authz();
     let txid = op.begin(&a).await;
 
@@ -495,12 +490,7 @@ async fn page_sign_up_then_activation_with_the_mailed_token_ends_in_a_code() {
 async fn page_sign_up_answers_a_taken_username_as_a_free_one_and_tells_its_owner() {
     let mail = tempfile::tempdir().unwrap();
     let sink = SmtpSink::start(mail.path()).await;
-    let port = sink.port;
-    let op = Provider::spawn_with(|c: &mut Config| {
-        c.app_defaults.open_signup = Some(true);
-        c.app_defaults.delivery = smtp(port);
-    })
-    .await;
+    let op = open_provider_mailing_to(&sink).await;
     let owner = json!({"applicationUuid": op.app.app, "username": "Owner",
                        "email": "owner@example.test"});
     let (status, resp) = op.app.backend("/self-service/user", &owner).await;
@@ -628,4 +618,14 @@ async fn nth_mail_to(sink: &SmtpSink, to: &str, n: usize) -> String {
     })
     .await;
     found.into_inner().unwrap()
+}
+
+/// A provider whose default application is open for sign-up and mails its tokens to `sink`.
+async fn open_provider_mailing_to(sink: &SmtpSink) -> Provider {
+    let port = sink.port;
+    Provider::spawn_with(|c: &mut Config| {
+        c.app_defaults.open_signup = Some(true);
+        c.app_defaults.delivery = smtp(port);
+    })
+    .await
 }
