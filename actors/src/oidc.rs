@@ -46,6 +46,9 @@ use crate::{
     user::UserMsg,
 };
 
+/// A provider access token that checked out: its application, claims and live family.
+type LiveAccessToken = (Arc<Application>, ClientAccessClaims, FamilyRecord);
+
 /// Which of a family's refresh tokens a lookup accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Held {
@@ -815,7 +818,10 @@ impl Engine {
                     self.revoke_family(&family).await?;
                 }
                 self.audit_revoked(client, "code_replay");
-                tracing::warn!(client_id = %client.client_id, "authorization code replayed; its tokens are revoked");
+                tracing::warn!(
+                    client_id = %client.client_id,
+                    "authorization code replayed; its tokens are revoked"
+                );
                 return Err(OAuthError::invalid_grant(
                     "the authorization code was already used",
                 ));
@@ -877,7 +883,11 @@ impl Engine {
             Ok(family) => family,
             Err(GrantFailure::Replayed { .. }) => {
                 self.audit_revoked(client, "refresh_reuse");
-                tracing::warn!(client_id = %client.client_id, family_id, "refresh token reused; the family is revoked");
+                tracing::warn!(
+                    client_id = %client.client_id,
+                    family_id,
+                    "refresh token reused; the family is revoked"
+                );
                 return Err(OAuthError::invalid_grant(
                     "the refresh token was already used; its grant is revoked",
                 ));
@@ -960,8 +970,7 @@ impl Engine {
     async fn check_access_token(
         &self,
         token: &str,
-    ) -> std::result::Result<Option<(Arc<Application>, ClientAccessClaims, FamilyRecord)>, OAuthError>
-    {
+    ) -> std::result::Result<Option<LiveAccessToken>, OAuthError> {
         let Ok(kid) = kid_of(token) else {
             return Ok(None);
         };
