@@ -1090,25 +1090,18 @@ impl Engine {
         &self,
         family: &FamilyRecord,
     ) -> std::result::Result<Option<crate::UserView>, OAuthError> {
-        let view = match self.call_user(family.user, UserMsg::View).await {
-            Ok(view) if !view.locked => view,
-            Ok(_) | Err(Error::UserNotFound) => return Ok(None),
-            Err(e) => return Err(OAuthError::from_engine(&e)),
+        let user = family.user;
+        let found = match family.session {
+            Some(DeviceSession { device, sid }) => {
+                self.call_user(user, |reply| UserMsg::ViewInSession { device, sid, reply })
+                    .await
+            }
+            None => self.call_user(user, UserMsg::View).await,
         };
-        let Some(DeviceSession { device, sid }) = family.session else {
-            return Ok(Some(view));
-        };
-        let session = self
-            .call_user(family.user, |reply| UserMsg::CheckSession {
-                device,
-                sid,
-                reply,
-            })
-            .await;
-        match session {
-            Ok(()) => Ok(Some(view)),
+        match found {
+            Ok(view) if !view.locked => Ok(Some(view)),
             Err(e @ (Error::Unavailable | Error::Internal(_))) => Err(OAuthError::from_engine(&e)),
-            Err(_) => Ok(None),
+            Ok(_) | Err(_) => Ok(None),
         }
     }
 }

@@ -75,6 +75,12 @@ pub(crate) enum UserMsg {
         reply: RpcReplyPort<Result<()>>,
     },
     View(RpcReplyPort<Result<UserView>>),
+    /// The user, if the device session is still live (one call for what a grant checks).
+    ViewInSession {
+        device: Uuid,
+        sid: Uuid,
+        reply: RpcReplyPort<Result<UserView>>,
+    },
     Devices {
         now: u64,
         reply: RpcReplyPort<Result<Vec<DeviceView>>>,
@@ -278,6 +284,9 @@ impl UserState {
             }
             UserMsg::View(reply) => {
                 let _ = reply.send(self.view());
+            }
+            UserMsg::ViewInSession { device, sid, reply } => {
+                let _ = reply.send(self.check_session(device, sid).and_then(|()| self.view()));
             }
             UserMsg::Devices { now, reply } => {
                 let _ = reply.send(self.device_views(now));
