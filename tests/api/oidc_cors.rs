@@ -15,10 +15,7 @@ async fn a_registered_origin_may_exchange_a_code_from_the_browser() {
     let preflight = preflight(&op, "token", RP_ORIGIN).await;
     assert!(preflight.0.is_success(), "{:?}", preflight.0);
     assert_eq!(allowed_origin(&preflight.1), Some(RP_ORIGIN));
-    let headers = preflight.1["access-control-allow-headers"]
-        .to_str()
-        .unwrap()
-        .to_ascii_lowercase();
+    let headers = lower(&preflight.1, "access-control-allow-headers");
     assert!(
         headers.contains("authorization") && headers.contains("content-type"),
         "{headers}"
@@ -75,10 +72,7 @@ async fn a_rate_limited_answer_is_readable_by_the_page_that_got_it() {
 
     assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(allowed_origin(response.headers()), Some(RP_ORIGIN));
-    let exposed = response.headers()["access-control-expose-headers"]
-        .to_str()
-        .unwrap()
-        .to_ascii_lowercase();
+    let exposed = lower(response.headers(), "access-control-expose-headers");
     assert!(
         exposed.contains("retry-after") && exposed.contains("www-authenticate"),
         "{exposed}"
@@ -143,4 +137,9 @@ fn allowed_origin(headers: &HeaderMap) -> Option<&str> {
     headers
         .get("access-control-allow-origin")
         .map(|v| v.to_str().unwrap())
+}
+
+/// A header's value in lower case (header lists are case-insensitive).
+fn lower(headers: &HeaderMap, name: &str) -> String {
+    headers[name].to_str().unwrap().to_ascii_lowercase()
 }

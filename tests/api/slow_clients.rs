@@ -61,11 +61,7 @@ async fn a_stalled_body_does_not_hold_a_place_in_flight() {
         c.body_read_timeout_secs = 600;
     })
     .await;
-    let mut stalled = connect(&app).await;
-    stalled
-        .write_all(&partial_sign_up(&app, 200, 20))
-        .await
-        .unwrap();
+    let stalled = stalled_sign_up(&app).await;
 
     for _ in 0..3 {
         assert_eq!(get_live(&app).await, 200);
@@ -76,12 +72,8 @@ async fn a_stalled_body_does_not_hold_a_place_in_flight() {
 #[tokio::test]
 async fn a_body_that_stops_short_gets_408_in_the_envelope() {
     let app = TestApp::spawn_with(|c| c.body_read_timeout_secs = 1).await;
-    let mut stalled = connect(&app).await;
+    let mut stalled = stalled_sign_up(&app).await;
 
-    stalled
-        .write_all(&partial_sign_up(&app, 200, 20))
-        .await
-        .unwrap();
     let answer = read_until_closed(&mut stalled).await;
 
     let (head, body) = answer.split_once("\r\n\r\n").expect("a whole answer");
@@ -175,16 +167,18 @@ fn live_request() -> Vec<u8> {
     b"GET /health/live HTTP/1.1\r\nHost: latchkey\r\n\r\n".to_vec()
 }
 
-/// A sign-up that declares `declared` body bytes and sends only `sent`.
-fn partial_sign_up(app: &TestApp, declared: usize, sent: usize) -> Vec<u8> {
+/// A connection on which a sign-up declared 200 body bytes and sent only 20.
+async fn stalled_sign_up(app: &TestApp) -> TcpStream {
     let mut request = format!(
         "POST {BASE}/self-service/user HTTP/1.1\r\nHost: latchkey\r\n\
-         Content-Type: application/json\r\nx-api-key: {}\r\nContent-Length: {declared}\r\n\r\n",
+         Content-Type: application/json\r\nx-api-key: {}\r\nContent-Length: 200\r\n\r\n",
         app.api_key
     )
     .into_bytes();
-    request.extend(std::iter::repeat_n(b' ', sent));
-    request
+    request.extend([b' '; 20]);
+    let mut stream = connect(app).await;
+    stream.write_all(&request).await.unwrap();
+    stream
 }
 
 /// Everything the server sends until it closes the connection.
